@@ -1,0 +1,63 @@
+"""The EdgeTwin exception tree, in one place.
+
+::
+
+    EdgeTwinError
+     ├── ConfigError            invalid configuration; nothing starts (names file, key, expectation)
+     ├── PluginError            a plugin could not be found or loaded (fatal at start-up)
+     ├── DeviceError            raised by drivers
+     │    ├── DeviceUnavailable     no answer: timeout, connection refused or lost
+     │    └── DeviceRejected        the device answered with an error (e.g. a Modbus exception)
+     ├── OutboxError            the durable outbox could not accept or keep a message
+     └── VerificationError      a signed envelope failed verification (reason in ``.reason``)
+
+Library errors are re-raised as one of these with ``raise ... from err`` so callers never depend
+on a third-party exception type.
+"""
+
+from __future__ import annotations
+
+
+class EdgeTwinError(Exception):
+    """Base of every error EdgeTwin raises on purpose."""
+
+
+class ConfigError(EdgeTwinError):
+    """The configuration is invalid. ``problems`` lists one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class PluginError(EdgeTwinError):
+    """A driver, twin or rule plugin could not be resolved or loaded."""
+
+
+class DeviceError(EdgeTwinError):
+    """A field device could not be read or written."""
+
+
+class DeviceUnavailable(DeviceError):
+    """The device did not answer (timeout, refused or dropped connection)."""
+
+
+class DeviceRejected(DeviceError):
+    """The device answered, but with an error (e.g. a Modbus exception code)."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class OutboxError(EdgeTwinError):
+    """The outbox could not durably accept a message (e.g. disk full)."""
+
+
+class VerificationError(EdgeTwinError):
+    """A signed envelope did not verify. ``reason`` is a short machine-readable word."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -1,0 +1,1 @@
+"""Southbound protocol drivers. The contract is in ``drivers.base``; each driver is one module."""

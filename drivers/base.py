@@ -1,0 +1,87 @@
+"""The driver contract: what a protocol plugin must do, and what the runtime does for it.
+
+A driver speaks one protocol to one device. It does **not** schedule, retry, back off, time out,
+track availability, scale values or log failures: the runtime wrapper (``agent.running``) owns
+all of that, so every driver gets the same behaviour.
+
+Call order and guarantees the runtime gives a driver:
+
+1. ``__init__(config, points)`` once, with the validated config model and the points to serve.
+   No I/O here; raise ``ValueError`` for a point the driver cannot serve (the config loader
+   turns it into a ``ConfigError`` naming the point).
+2. ``connect()`` before the first ``read``; again after any ``DeviceUnavailable`` (the runtime
+   calls ``close()`` first and waits out its backoff).
+3. ``read(points)`` at most once at a time per driver instance (never concurrently), always
+   with a subset of the points given at construction, wrapped by the runtime in the device's
+   timeout. It returns one ``Reading`` per point, in any order. A point the device refused gets
+   an invalid quality; a device that does not answer raises ``DeviceUnavailable``.
+4. ``write(point, value)`` is never called concurrently with ``read``.
+5. ``close()`` is idempotent and never called during a ``read`` or ``write``.
+
+Optional abilities (discovery, subscriptions) are separate protocols so this one stays stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.models import Reading, Value
+
+WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+DataType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PointSpec:
+    """Where a point lives on its device and how its raw value is encoded.
+
+    ``key`` is opaque to the driver and returned in the ``Reading``. ``address`` and ``table``
+    are protocol-specific (Modbus: register number and holding/input/coil/discrete).
+    """
+
+    key: str
+    address: int | str
+    dtype: DataType = "float32"
+    table: str | None = None
+    order: WordOrder = "ABCD"
+
+
+class DeviceConfig(BaseModel):
+    """Settings every device has, whatever its driver. Drivers extend this model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="unique device name")
+    driver: str
+    poll_interval_s: float = Field(1.0, gt=0, le=86_400)
+    timeout_s: float = Field(1.0, gt=0, le=60)
+    backoff_initial_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(60.0, gt=0)
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """A protocol driver bound to one device (see the module docstring for call order)."""
+
+    config_model: ClassVar[type[DeviceConfig]]
+
+    def __init__(self, config: Any, points: Sequence[PointSpec]) -> None: ...
+
+    async def connect(self) -> None: ...
+
+    async def read(self, points: Sequence[PointSpec]) -> list[Reading]: ...
+
+    async def write(self, point: PointSpec, value: Value) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Protocol-level counters (e.g. requests sent), for status and benchmarks."""
+        ...

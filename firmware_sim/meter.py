@@ -1,0 +1,173 @@
+"""A simulated three-phase revenue meter served over Modbus TCP (pymodbus server).
+
+Register map (holding registers; the same image is served as input registers). Unit: any id.
+
+=====  ==================  ========  =====  =====
+addr   quantity            type      order  units
+=====  ==================  ========  =====  =====
+0..4   voltage A, B, C     float32   ABCD   V (line-to-neutral)
+6      voltage average     float32   ABCD   V
+8..12  current A, B, C     float32   ABCD   A
+14     current neutral     float32   ABCD   A
+16..22 W A, B, C, total    float32   ABCD   W
+24..30 VAr A, B, C, total  float32   ABCD   var
+32..38 VA A, B, C, total   float32   ABCD   VA
+40..46 PF A, B, C, total   float32   ABCD   -
+48     frequency           float32   ABCD   Hz
+100    energy imported     uint64    ABCD   Wh (grows only)
+104    energy exported     uint64    ABCD   Wh
+108    reactive imported   uint64    ABCD   varh (grows only)
+112    frequency x 100     uint16    ABCD   0.01 Hz
+113    status word         uint16    ABCD   bit 0 = tamper
+200    frequency           float32   CDAB   Hz    (word-order test registers)
+202    frequency           float32   BADC   Hz
+204    frequency           float32   DCBA   Hz
+206    constant -123456    int32     ABCD
+208    constant -42        int16     ABCD
+209    W total             float64   ABCD   W
+213    constant -9e9       int64     DCBA
+217    constant 4e9        uint32    CDAB
+=====  ==================  ========  =====  =====
+
+Addresses outside 0..255 answer "illegal data address". Coil 0 is a writable relay; discrete
+input 0 mirrors the tamper bit. ``fault`` injects misbehaviour: ``"busy"`` (exception 6 on every
+request), ``"silent"`` (never answers), ``("slow", seconds)`` (answers late).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from drivers.regcodec import encode
+from firmware_sim.meter_model import PHASES, MeterModel, MeterState
+
+REGISTERS = 256
+Fault = str | tuple[str, float] | None
+
+CONST_INT32 = -123456
+CONST_INT16 = -42
+CONST_INT64 = -9_000_000_000
+CONST_UINT32 = 4_000_000_000
+
+
+def register_image(st: MeterState, tamper: bool = False) -> dict[int, list[int]]:
+    """The registers that encode ``st``, keyed by start address."""
+    img: dict[int, list[int]] = {}
+
+    def put(addr: int, value: float, dtype: str = "float32", order: str = "ABCD") -> None:
+        img[addr] = encode(value, dtype, order)
+
+    for i, ph in enumerate(PHASES):
+        put(0 + 2 * i, st.volts[ph])
+        put(8 + 2 * i, st.amps[ph])
+        put(16 + 2 * i, st.watts[ph])
+        put(24 + 2 * i, st.vars[ph])
+        put(32 + 2 * i, st.va[ph])
+        put(40 + 2 * i, st.pf[ph])
+    put(6, st.volts["net"])
+    put(14, st.amps["neut"])
+    put(22, st.watts["net"])
+    put(30, st.vars["net"])
+    put(38, st.va["net"])
+    put(46, st.pf["net"])
+    put(48, st.hz)
+    put(100, int(st.import_wh), "uint64")
+    put(104, int(st.export_wh), "uint64")
+    put(108, int(st.import_varh), "uint64")
+    put(112, round(st.hz * 100), "uint16")
+    put(113, 1 if tamper else 0, "uint16")
+    put(200, st.hz, "float32", "CDAB")
+    put(202, st.hz, "float32", "BADC")
+    put(204, st.hz, "float32", "DCBA")
+    put(206, CONST_INT32, "int32")
+    put(208, CONST_INT16, "int16")
+    put(209, st.watts["net"], "float64")
+    put(213, CONST_INT64, "int64", "DCBA")
+    put(217, CONST_UINT32, "uint32", "CDAB")
+    return img
+
+
+class MeterSimulator:
+    """Serve a ``MeterModel`` on ``host:port``; use as an async context manager.
+
+    ``clock`` returns the time the model is stepped to on every read (default: the event loop's
+    wall clock), so tests can control the physics.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 5020,
+        seed: int = 1,
+        clock: Callable[[], float] | None = None,
+        model: MeterModel | None = None,
+    ) -> None:
+        import time
+
+        self.host = host
+        self.port = port
+        self.model = model or MeterModel(seed=seed)
+        self._clock = clock or time.time
+        self.fault: Fault = None
+        self.tamper = False
+        self.requests = 0
+        self._server: ModbusTcpServer | None = None
+
+    def _device(self) -> SimDevice:
+        regs = [SimData(0, count=REGISTERS, values=0, datatype=DataType.REGISTERS)]
+        bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
+        return SimDevice(
+            id=0,  # answers every unit id
+            simdata=(list(bits), [SimData(0, count=16, values=False, datatype=DataType.BITS)],
+                     list(regs), [SimData(0, count=REGISTERS, values=0, datatype=DataType.REGISTERS)]),
+            action=self._action,
+        )
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: Any,
+    ) -> ExcCodes | None:
+        self.requests += 1
+        fault = self.fault
+        if fault == "busy":
+            return ExcCodes.DEVICE_BUSY
+        if fault == "silent":
+            await asyncio.sleep(3600)
+        if isinstance(fault, tuple) and fault[0] == "slow":
+            await asyncio.sleep(fault[1])
+        if function_code in (3, 4):
+            state = self.model.step(self._clock())
+            for addr, words in register_image(state, self.tamper).items():
+                offset = addr - start_address
+                registers[offset : offset + len(words)] = words
+        elif function_code == 2:
+            registers[0] = (registers[0] & ~1) | (1 if self.tamper else 0)
+        return None
+
+    async def start(self) -> None:
+        self._server = ModbusTcpServer(self._device(), address=(self.host, self.port))
+        await self._server.serve_forever(background=True)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+
+    async def __aenter__(self) -> MeterSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
