@@ -1,0 +1,296 @@
+"""Load and validate an agent configuration (one TOML file) before anything starts.
+
+Validation is complete and offline: the file's syntax, every key's type and range, every
+driver's own settings (through the driver's config model), every point map, and the cross-checks
+(unique device names and mRIDs, twins referencing known devices, no two twins on one topic).
+All problems are collected and raised together as one ``ConfigError`` whose lines read
+``<file>: <key path>: <what was expected>``. Relative paths resolve against the config's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent import registry
+from agent.errors import ConfigError, PluginError
+from drivers.base import DeviceConfig
+from twins.base import Twin, TwinSpec
+from twins.pointmap import PointEntry, ReportingSettings, load_raw, merged_points, resolve_path
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Strict):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = Field(False, description="skip the broker hostname check (never in prod)")
+
+
+class MqttConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str | None = None
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    tls: TlsConfig | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    max_inflight: int = Field(50, ge=1, le=1000, description="unacknowledged QoS 1 messages")
+    topic_prefix: str = Field("openfmb", pattern=r"^[^#+]+$")
+    reconnect_initial_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+
+class SigningConfig(_Strict):
+    key_file: Path
+    key_id: str = Field(min_length=1, max_length=128)
+
+
+class OutboxConfig(_Strict):
+    max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024)
+    commit_interval_ms: int = Field(20, ge=1, le=5000)
+    hist_after_s: float = Field(5.0, ge=0, description="older than this when published: hist")
+
+
+class TwinConfig(_Strict):
+    mrid: str
+    kind: str
+    name: str = ""
+    device: str
+    point_map: str | None = None
+    points: list[dict[str, Any]] = Field(default_factory=list)
+    reporting: ReportingSettings = ReportingSettings()
+    overrides: dict[str, ReportingSettings] = Field(default_factory=dict)
+
+    @field_validator("mrid")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("must be a UUID (the conducting equipment's mRID)") from None
+
+
+class AgentFile(_Strict):
+    agent_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    data_dir: Path = Path("var")
+    status_interval_s: float = Field(5.0, gt=0)
+    mqtt: MqttConfig = MqttConfig()
+    signing: SigningConfig
+    outbox: OutboxConfig = OutboxConfig()
+    reporting: ReportingSettings = ReportingSettings(integrity_period_s=300.0)
+    devices: list[dict[str, Any]] = Field(min_length=1)
+    twins: list[TwinConfig] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """A validated configuration with its plugins resolved."""
+
+    path: Path
+    agent: AgentFile
+    devices: Sequence[DeviceConfig]
+    driver_classes: dict[str, type]
+    twins: Sequence[Twin]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.agent.data_dir
+
+
+def _loc(parts: Sequence[int | str]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _problems(file: Path, prefix: Sequence[int | str], err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        where = _loc([*prefix, *e["loc"]])
+        msg = e["msg"]
+        if e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here)"
+        elif "input" in e and not isinstance(e["input"], dict | list):
+            msg += f" (got {e['input']!r})"
+        lines.append(f"{file}: {where}: {msg}")
+    return lines
+
+
+def _absolute(base: Path, path: Path | None) -> Path | None:
+    if path is None or path.is_absolute():
+        return path
+    return base / path
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read, validate and resolve ``path``; raise ``ConfigError`` listing every problem."""
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError([f"{file}: cannot read: {err.strerror or err}"]) from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError([f"{file}: not valid TOML: {err}"]) from err
+    try:
+        agent = AgentFile.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_problems(file, [], err)) from err
+
+    base = file.resolve().parent
+    agent = agent.model_copy(
+        update={
+            "data_dir": _absolute(base, agent.data_dir),
+            "signing": agent.signing.model_copy(
+                update={"key_file": _absolute(base, agent.signing.key_file)}
+            ),
+        }
+    )
+    problems: list[str] = []
+    devices, classes = _devices(file, agent, problems)
+    twins = _twins(file, base, agent, {d.name: d for d in devices}, classes, problems)
+    if problems:
+        raise ConfigError(problems)
+    return AgentConfig(file, agent, devices, classes, twins)
+
+
+def _devices(
+    file: Path, agent: AgentFile, problems: list[str]
+) -> tuple[list[DeviceConfig], dict[str, type]]:
+    devices: list[DeviceConfig] = []
+    classes: dict[str, type] = {}
+    seen: set[str] = set()
+    for i, raw in enumerate(agent.devices):
+        driver_name = raw.get("driver")
+        if not isinstance(driver_name, str):
+            problems.append(f"{file}: devices[{i}].driver: required: the driver's name")
+            continue
+        try:
+            cls = registry.load(registry.DRIVERS, driver_name)
+        except PluginError as err:
+            problems.append(f"{file}: devices[{i}].driver: {err}")
+            continue
+        try:
+            device = cls.config_model.model_validate(raw)
+        except ValidationError as err:
+            problems.extend(_problems(file, ["devices", i], err))
+            continue
+        if device.name in seen:
+            problems.append(f"{file}: devices[{i}].name: duplicate device name {device.name!r}")
+        seen.add(device.name)
+        devices.append(device)
+        classes[device.name] = cls
+    return devices, classes
+
+
+def _twins(
+    file: Path,
+    base: Path,
+    agent: AgentFile,
+    devices: dict[str, DeviceConfig],
+    classes: dict[str, type],
+    problems: list[str],
+) -> list[Twin]:
+    twins: list[Twin] = []
+    mrids: set[str] = set()
+    topics: dict[str, str] = {}
+    for i, tc in enumerate(agent.twins):
+        where = f"{file}: twins[{i}]"
+        if tc.mrid in mrids:
+            problems.append(f"{where}.mrid: duplicate mRID {tc.mrid}")
+        mrids.add(tc.mrid)
+        if tc.device not in devices:
+            known = ", ".join(sorted(devices)) or "none"
+            problems.append(f"{where}.device: unknown device {tc.device!r} (devices: {known})")
+            continue
+        entries = _point_entries(file, base, i, tc, problems)
+        if entries is None:
+            continue
+        try:
+            twin_cls = registry.load(registry.TWINS, tc.kind)
+        except PluginError as err:
+            problems.append(f"{where}.kind: {err}")
+            continue
+        for field in tc.overrides:
+            if field not in {e.field for e in entries}:
+                problems.append(f"{where}.overrides.{field}: no point feeds this field")
+        spec = TwinSpec(
+            mrid=tc.mrid,
+            name=tc.name or tc.mrid,
+            kind=tc.kind,
+            device=tc.device,
+            topic_prefix=agent.mqtt.topic_prefix,
+            points=tuple(entries),
+            reporting=_layer(agent.reporting, tc.reporting),
+            overrides=tc.overrides,
+        )
+        try:
+            twin = twin_cls(spec)
+            # the driver checks, offline, that it can serve every point
+            classes[tc.device](devices[tc.device], [bp.spec for bp in twin.bound_points()])
+        except ValueError as err:
+            problems.append(f"{where}: {err}")
+            continue
+        topic = twin.profile.topic(spec.topic_prefix, spec.mrid)
+        if topic in topics:
+            problems.append(f"{where}: topic {topic} is already used by twin {topics[topic]}")
+        topics[topic] = tc.mrid
+        twins.append(twin)
+    return twins
+
+
+def _layer(agent_default: ReportingSettings, twin: ReportingSettings) -> ReportingSettings:
+    """The twin's reporting defaults on top of the agent's."""
+    values = agent_default.model_dump()
+    values.update({k: v for k, v in twin.model_dump().items() if v is not None})
+    return ReportingSettings.model_validate(values)
+
+
+def _point_entries(
+    file: Path, base: Path, i: int, tc: TwinConfig, problems: list[str]
+) -> list[PointEntry] | None:
+    """The twin's points: its point map file's, then inline ``points`` (replacing same field)."""
+    raw_points: dict[str, tuple[str, dict[str, Any]]] = {}
+    if tc.point_map:
+        pm_path = resolve_path(tc.point_map, base)
+        try:
+            pm = load_raw(pm_path)
+        except OSError as err:
+            problems.append(f"{file}: twins[{i}].point_map: cannot read {pm_path}: {err.strerror}")
+            return None
+        except tomllib.TOMLDecodeError as err:
+            problems.append(f"{pm_path}: not valid TOML: {err}")
+            return None
+        except ValidationError as err:
+            problems.extend(_problems(pm_path, [], err))
+            return None
+        for j, p in enumerate(merged_points(pm)):
+            raw_points[str(p.get("field", j))] = (f"{pm_path}: points[{j}]", p)
+    for j, p in enumerate(tc.points):
+        raw_points[str(p.get("field", f"inline{j}"))] = (f"{file}: twins[{i}].points[{j}]", p)
+    if not raw_points:
+        problems.append(f"{file}: twins[{i}]: no points: give point_map or points")
+        return None
+    entries: list[PointEntry] = []
+    ok = True
+    for where, p in raw_points.values():
+        try:
+            entries.append(PointEntry.model_validate(p))
+        except ValidationError as err:
+            ok = False
+            for e in err.errors():
+                problems.append(f"{where}.{_loc(e['loc'])}: {e['msg']}")
+    return entries if ok else None

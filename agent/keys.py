@@ -1,0 +1,74 @@
+"""Ed25519 keys on disk: generate (private key mode 0600, public key PEM beside it), load one,
+and load a trust store (a folder of ``<kid>.pem`` public keys)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agent.errors import ConfigError
+
+
+def public_path(private_path: Path) -> Path:
+    """Where the public key of ``private_path`` lives: ``agent.key`` -> ``agent.pub.pem``."""
+    return private_path.with_name(private_path.stem + ".pub.pem")
+
+
+def generate(private_path: Path, *, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write a new private key (PKCS#8 PEM, mode 0600) and its public key; return both paths."""
+    pub_path = public_path(private_path)
+    if private_path.exists() and not overwrite:
+        raise FileExistsError(f"{private_path} exists; refusing to overwrite a key")
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+    os.chmod(private_path, 0o600)
+    pub_path.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return private_path, pub_path
+
+
+def load_private(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as err:
+        raise ConfigError([f"{path}: cannot read signing key: {err.strerror}"]) from err
+    except ValueError as err:
+        raise ConfigError([f"{path}: not a PEM private key: {err}"]) from err
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError([f"{path}: signing key must be Ed25519"])
+    return key
+
+
+def load_public(path: Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path}: not an Ed25519 public key")
+    return key
+
+
+def load_trust_dir(folder: Path) -> dict[str, Ed25519PublicKey]:
+    """Every ``<kid>.pem`` (or ``<kid>.pub.pem``) in ``folder``, keyed by kid."""
+    trust: dict[str, Ed25519PublicKey] = {}
+    if not folder.is_dir():
+        raise ConfigError([f"{folder}: trust store folder does not exist"])
+    for path in sorted(folder.glob("*.pem")):
+        kid = path.name.removesuffix(".pem").removesuffix(".pub")
+        try:
+            trust[kid] = load_public(path)
+        except ValueError as err:
+            raise ConfigError([f"{path}: {err}"]) from err
+    return trust

@@ -1,0 +1,1 @@
+"""Edge rules: decide what leaves a twin (report-by-exception) and, later, alarms and analytics."""

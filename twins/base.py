@@ -1,0 +1,193 @@
+"""The twin contract, and ``PointMapTwin``: a twin whose points come entirely from a point map.
+
+A twin adapts one asset. The runtime gives it readings from its device; the twin applies each
+point's transform, keeps the live state (value, quality, time per field, and whether its device is
+available), asks its report filter what changed enough to report, and turns that into OpenFMB
+profile messages. It does no I/O: the pipeline (``agent.pipeline``) moves its messages into the
+outbox. All methods are called from one task at a time.
+
+Asset types with derived quantities or state machines subclass ``PointMapTwin``; a type that is
+fully described by data (like the meter) only names its profile.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from agent.models import FAILURE, Reading
+from drivers.base import PointSpec
+from edge_rules.deadband import ReportByException, ReportPolicy
+from twins.pointmap import PointEntry, ReportingSettings
+from twins.profiles import Profile
+
+
+class MessageClass(enum.IntEnum):
+    """Outbox drop policy class: telemetry is dropped first, events last."""
+
+    TELEMETRY = 0
+    EVENT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    topic: str
+    payload: dict[str, Any]
+    klass: MessageClass = MessageClass.TELEMETRY
+
+
+@dataclass(frozen=True, slots=True)
+class BoundPoint:
+    """A point of a twin, with the driver-facing spec (``spec.key`` is ``"<mrid>/<field>"``)."""
+
+    field: str
+    spec: PointSpec
+    entry: PointEntry
+
+
+@dataclass(slots=True)
+class TwinState:
+    """A read-only view of a twin for other parts of the agent (status, CLI, later control)."""
+
+    mrid: str
+    name: str
+    kind: str
+    device: str
+    available: bool
+    last_update: float | None
+    points: dict[str, Reading] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TwinSpec:
+    """Everything a twin is constructed from (validated config, resolved point map)."""
+
+    mrid: str
+    name: str
+    kind: str
+    device: str
+    topic_prefix: str
+    points: tuple[PointEntry, ...]
+    reporting: ReportingSettings
+    overrides: Mapping[str, ReportingSettings]
+
+
+class Twin(Protocol):
+    profile: ClassVar[Profile]
+    spec: TwinSpec
+
+    def bound_points(self) -> Sequence[BoundPoint]: ...
+
+    def ingest(self, readings: Iterable[Reading]) -> None: ...
+
+    def set_available(self, available: bool, now: float) -> None: ...
+
+    def report(self, now: float) -> list[Outgoing]: ...
+
+    def state(self) -> TwinState: ...
+
+
+def policy_for(
+    entry: PointEntry, twin_default: ReportingSettings, override: ReportingSettings | None
+) -> ReportPolicy:
+    """A field's report policy. Precedence, lowest first: the twin's defaults, the point map
+    entry, the per-point override in the config. Of the two deadband styles, the one set by the
+    highest layer wins (``deadband_abs`` if a layer sets both)."""
+    merged: dict[str, Any] = {"integrity_period_s": 300.0, "min_interval_s": 0.0}
+    deadband: tuple[str, float] | None = None
+    for layer in (twin_default, entry, override):
+        if layer is None:
+            continue
+        for key in ("integrity_period_s", "min_interval_s"):
+            if getattr(layer, key) is not None:
+                merged[key] = getattr(layer, key)
+        if layer.deadband_pct is not None:
+            deadband = ("pct", layer.deadband_pct)
+        if layer.deadband_abs is not None:
+            deadband = ("abs", layer.deadband_abs)
+    kind = "state" if entry.dtype == "bool" else entry.kind
+    if deadband and deadband[0] == "pct" and entry.range is None:
+        if kind == "analog":
+            raise ValueError(f"{entry.field}: a percent deadband needs the point's range")
+        deadband = None  # states report any change; counters need an absolute delta
+    return ReportPolicy(
+        deadband_abs=deadband[1] if deadband and deadband[0] == "abs" else None,
+        deadband_pct=deadband[1] if deadband and deadband[0] == "pct" else None,
+        range=entry.range,
+        integrity_period_s=merged["integrity_period_s"],
+        min_interval_s=merged["min_interval_s"],
+        kind=kind,
+    )
+
+
+class PointMapTwin:
+    """A twin fully described by its profile and point map."""
+
+    profile: ClassVar[Profile]
+
+    def __init__(self, spec: TwinSpec) -> None:
+        self.spec = spec
+        self._points: list[BoundPoint] = []
+        for entry in spec.points:
+            if entry.field not in self.profile.fields:
+                raise ValueError(f"{entry.field!r} is not a field of {self.profile.name}")
+            point_spec = PointSpec(
+                key=f"{spec.mrid}/{entry.field}",
+                address=entry.address,
+                dtype=entry.dtype,
+                table=entry.table,
+                order=entry.order,
+            )
+            self._points.append(BoundPoint(entry.field, point_spec, entry))
+        self._by_key = {bp.spec.key: bp for bp in self._points}
+        policies = {
+            bp.field: policy_for(bp.entry, spec.reporting, spec.overrides.get(bp.field))
+            for bp in self._points
+        }
+        self._filter = ReportByException(policies)
+        self.topic = self.profile.topic(spec.topic_prefix, spec.mrid)
+        self._samples: dict[str, Reading] = {}
+        self._available = True
+        self._last_update: float | None = None
+
+    def bound_points(self) -> Sequence[BoundPoint]:
+        return self._points
+
+    def ingest(self, readings: Iterable[Reading]) -> None:
+        for reading in readings:
+            bp = self._by_key.get(reading.point)
+            if bp is None:
+                continue
+            value = bp.entry.transform(reading.value) if reading.quality.is_good else None
+            self._samples[bp.field] = Reading(bp.field, value, reading.quality, reading.ts)
+            self._last_update = reading.ts
+
+    def set_available(self, available: bool, now: float) -> None:
+        self._available = available
+        if not available:
+            self.ingest(Reading(bp.spec.key, None, FAILURE, now) for bp in self._points)
+
+    def report(self, now: float) -> list[Outgoing]:
+        chosen = self._filter.select(self._samples, now)
+        if not chosen:
+            return []
+        samples = {f: self._samples[f] for f in chosen}
+        payload = self.profile.build(
+            mrid=self.spec.mrid, name=self.spec.name, samples=samples, now=now
+        )
+        return [Outgoing(self.topic, payload)]
+
+    def state(self) -> TwinState:
+        return TwinState(
+            mrid=self.spec.mrid,
+            name=self.spec.name,
+            kind=self.spec.kind,
+            device=self.spec.device,
+            available=self._available,
+            last_update=self._last_update,
+            points=dict(self._samples),
+            units={bp.field: bp.entry.units for bp in self._points},
+        )

@@ -1,0 +1,14 @@
+"""Meter twin: an OpenFMB ``MeterReadingProfile`` (readingMMXU, readingMMTR) from a point map.
+
+Everything a meter reports is described by its point map, so this module only names the profile.
+Published on ``<prefix>/metermodule/MeterReadingProfile/<mRID>``.
+"""
+
+from __future__ import annotations
+
+from twins.base import PointMapTwin
+from twins.profiles import METER_READING
+
+
+class MeterTwin(PointMapTwin):
+    profile = METER_READING

@@ -1,0 +1,111 @@
+"""Point maps: data that says where each profile field of an asset model lives on its device.
+
+A point map is a TOML file (``twins/pointmaps/<name>.toml`` for the built-in ones, or any path)::
+
+    model = "EdgeTwin simulated meter"
+    [defaults]                      # applied to every point unless it says otherwise
+    table = "holding"
+    dtype = "float32"
+    [[points]]
+    field = "readingMMXU.PhV.phsA"  # the profile field this point feeds
+    address = 0
+    units = "V"
+    range = [0, 600]                # physical range; percent deadbands are taken of it
+
+The raw value is transformed in this fixed order: ``mask`` -> ``shift`` -> ``scale`` ->
+``offset`` (integers only for mask and shift). Reporting settings (deadbands, integrity period)
+may sit on a point; the twin's config overrides them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agent.models import Value
+from drivers.base import DataType, WordOrder
+
+BUILTIN_DIR = Path(__file__).parent / "pointmaps"
+
+
+class ReportingSettings(BaseModel):
+    """Report-by-exception settings; every key optional so layers can override each other."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deadband_abs: float | None = Field(None, ge=0)
+    deadband_pct: float | None = Field(None, ge=0, le=100)
+    integrity_period_s: float | None = Field(None, gt=0)
+    min_interval_s: float | None = Field(None, ge=0)
+
+
+class PointEntry(ReportingSettings):
+    """One point of a point map."""
+
+    field: str
+    address: int | str
+    table: str | None = None
+    dtype: DataType = "float32"
+    order: WordOrder = "ABCD"
+    units: str = ""
+    range: tuple[float, float] | None = None
+    kind: str = Field("analog", pattern="^(analog|state|counter)$")
+    mask: int | None = Field(None, ge=0)
+    shift: int = Field(0, ge=0, le=63)
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @model_validator(mode="after")
+    def _check(self) -> PointEntry:
+        if self.range is not None and self.range[1] <= self.range[0]:
+            raise ValueError("range must be [low, high] with high > low")
+        if self.deadband_pct is not None and self.range is None:
+            raise ValueError("deadband_pct needs a range [low, high]")
+        if (self.mask is not None or self.shift) and self.dtype.startswith("float"):
+            raise ValueError("mask and shift apply to integer types only")
+        return self
+
+    def transform(self, raw: Value) -> Value:
+        """Apply mask -> shift -> scale -> offset to a raw decoded value."""
+        if raw is None or isinstance(raw, bool):
+            return raw
+        value: float | int = raw
+        if self.mask is not None or self.shift:
+            as_int = int(value)
+            if self.mask is not None:
+                as_int &= self.mask
+            value = as_int >> self.shift
+        if self.scale != 1.0 or self.offset != 0.0:
+            value = value * self.scale + self.offset
+        return value
+
+
+class PointMap(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = ""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    points: list[dict[str, Any]]
+
+
+def resolve_path(ref: str, base_dir: Path) -> Path:
+    """A point map reference is a built-in name (``sim_meter``) or a path relative to config."""
+    builtin = BUILTIN_DIR / f"{ref}.toml"
+    if "/" not in ref and not ref.endswith(".toml") and builtin.exists():
+        return builtin
+    path = Path(ref)
+    return path if path.is_absolute() else base_dir / path
+
+
+def load_raw(path: Path) -> PointMap:
+    """Read a point map file (raises OSError, tomllib.TOMLDecodeError, pydantic errors)."""
+    with path.open("rb") as fh:
+        return PointMap.model_validate(tomllib.load(fh))
+
+
+def merged_points(pm: PointMap) -> list[dict[str, Any]]:
+    """The raw point dicts with the map's defaults applied."""
+    return [{**pm.defaults, **p} for p in pm.points]

@@ -1,0 +1,105 @@
+"""OpenFMB profile shapes: which fields a profile has, what value type each holds, and how the
+profile map is laid out on the wire. Pure data and pure functions; no I/O.
+
+A field is named by its path below the profile's reading object, e.g. ``readingMMXU.PhV.phsA``.
+Value types (IEC 61850 common data classes as OpenFMB encodes them):
+
+* ``CMV``  complex measured value  -> ``{"cVal": {"mag": v}, "q": quality, "t": time}``
+* ``MV``   measured value          -> ``{"mag": v, "q": quality, "t": time}``
+* ``BCR``  binary counter reading  -> ``{"actVal": int, "q": quality, "t": time}``
+
+An invalid sample carries ``q`` and ``t`` but no value.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.models import Reading
+
+WYE_PHASES = ("net", "phsA", "phsB", "phsC", "neut")
+
+
+def timestamp(ts: float) -> dict[str, int]:
+    """OpenFMB ``Timestamp``: whole seconds and nanoseconds since the epoch."""
+    ns = round(ts * 1e9)
+    return {"seconds": ns // 1_000_000_000, "nanoseconds": ns % 1_000_000_000}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One OpenFMB profile: its module, name, top-level keys and typed fields."""
+
+    module: str
+    name: str
+    message_info: str  # e.g. "readingMessageInfo"
+    equipment: str  # e.g. "meter"
+    body: str  # e.g. "meterReading"
+    fields: Mapping[str, str]  # field path -> CMV | MV | BCR
+
+    def topic(self, prefix: str, mrid: str) -> str:
+        return f"{prefix}/{self.module}/{self.name}/{mrid}"
+
+    def build(
+        self, *, mrid: str, name: str, samples: Mapping[str, Reading], now: float
+    ) -> dict[str, Any]:
+        """The profile map carrying ``samples`` (field -> sample), with a fresh message mRID."""
+        body: dict[str, Any] = {}
+        for field, sample in samples.items():
+            node = body
+            *parents, leaf = field.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = encode_value(self.fields[field], sample)
+        return {
+            self.message_info: {
+                "messageInfo": {
+                    "identifiedObject": {"mRID": str(uuid.uuid4())},
+                    "messageTimeStamp": timestamp(now),
+                }
+            },
+            self.equipment: {"conductingEquipment": {"mRID": mrid, "namedObject": {"name": name}}},
+            self.body: body,
+        }
+
+
+def encode_value(cdc: str, sample: Reading) -> dict[str, Any]:
+    out: dict[str, Any] = {"q": sample.quality.to_wire(), "t": timestamp(sample.ts)}
+    if sample.value is None:
+        return out
+    if cdc == "CMV":
+        out["cVal"] = {"mag": float(sample.value)}
+    elif cdc == "MV":
+        out["mag"] = float(sample.value)
+    elif cdc == "BCR":
+        out["actVal"] = int(sample.value)
+    else:
+        raise ValueError(f"unknown value type {cdc!r}")
+    return out
+
+
+def _meter_fields() -> dict[str, str]:
+    fields = {
+        f"readingMMXU.{q}.{ph}": "CMV"
+        for q in ("PhV", "A", "W", "VAr", "VA", "PF")
+        for ph in WYE_PHASES
+    }
+    fields["readingMMXU.Hz"] = "MV"
+    for counter in ("TotWh", "SupWh", "DmdWh", "TotVArh", "SupVArh", "DmdVArh", "TotVAh"):
+        fields[f"readingMMTR.{counter}"] = "BCR"
+    return fields
+
+
+METER_READING = Profile(
+    module="metermodule",
+    name="MeterReadingProfile",
+    message_info="readingMessageInfo",
+    equipment="meter",
+    body="meterReading",
+    fields=_meter_fields(),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (METER_READING,)}
