@@ -133,7 +133,7 @@ def _problems(file: Path, prefix: Sequence[int | str], err: ValidationError) -> 
 def _absolute(base: Path, path: Path | None) -> Path | None:
     if path is None or path.is_absolute():
         return path
-    return base / path
+    return (base / path).resolve()
 
 
 def load_config(path: str | Path) -> AgentConfig:
@@ -150,7 +150,7 @@ def load_config(path: str | Path) -> AgentConfig:
     except ValidationError as err:
         raise ConfigError(_problems(file, [], err)) from err
 
-    base = file.resolve().parent
+    base = file.resolve().parent  # relative paths in the file are relative to its folder
     agent = agent.model_copy(
         update={
             "data_dir": _absolute(base, agent.data_dir),

@@ -116,6 +116,7 @@ class Outbox:
         self.depth = 0
         self.counters: dict[str, int] = {}
         self.last_error: str | None = None
+        self.recovered_upto = 0  # rows up to this seq were left from an earlier run
 
     @classmethod
     async def open(
@@ -138,6 +139,8 @@ class Outbox:
         ) as cur:
             depth, size = await cur.fetchone()  # type: ignore[misc]
         box.depth = depth
+        async with db.execute("SELECT coalesce(max(seq), 0) FROM outbox") as cur:
+            box.recovered_upto = (await cur.fetchone())[0]  # type: ignore[index]
         box.bytes = size + depth * ROW_OVERHEAD
         async with db.execute("SELECT name, value FROM counters") as cur:
             box.counters = {name: value async for name, value in cur}

@@ -1,0 +1,191 @@
+"""The agent: builds every stage from a validated config, runs them, and shuts down cleanly.
+
+Tasks (named, owned by one TaskGroup): one per device (``agent.running``), the publisher, the
+reporting tick and the status writer. On stop: polling stops first, what the twins hold is
+committed to the outbox, in-flight messages get a short grace period for their PUBACKs, then the
+MQTT session and the database are closed. A reading accepted before the stop is either
+acknowledged by the broker or in the outbox for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.clock import Clock, SystemClock
+from agent.codec import Signer, pack
+from agent.config import AgentConfig
+from agent.keys import load_private
+from agent.outbox import EVENT, Outbox
+from agent.pipeline import Pipeline
+from agent.publisher import Publisher
+from agent.running import RunningDevice
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 2.0
+
+
+def agent_topic(prefix: str, kind: str, agent_id: str) -> str:
+    return f"{prefix}/edgetwin/{kind}/{agent_id}"
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        a = config.agent
+        self.status_path = a.data_dir / "status.json"
+        self.outbox: Outbox | None = None
+        self.publisher: Publisher | None = None
+        self.pipeline: Pipeline | None = None
+        self.devices: list[RunningDevice] = []
+        self.started = time.time()
+        self.ready = asyncio.Event()
+
+    def _drop_notice(
+        self, seq_ranges: list[tuple[int, int]], count: int, klass: int
+    ) -> tuple[str, bytes]:
+        a = self.config.agent
+        body = {
+            "agentId": a.agent_id,
+            "droppedSeqRanges": [list(r) for r in seq_ranges],
+            "count": count,
+            "class": "event" if klass == EVENT else "telemetry",
+            "reason": "outbox size limit",
+            "ts": int(time.time() * 1000),
+        }
+        return agent_topic(a.mqtt.topic_prefix, "OutboxDropNotice", a.agent_id), pack(body)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        a = self.config.agent
+        signer = Signer(load_private(a.signing.key_file), a.signing.key_id)
+        a.data_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = outbox = await Outbox.open(
+            a.data_dir / "outbox.db",
+            max_bytes=a.outbox.max_bytes,
+            commit_interval=a.outbox.commit_interval_ms / 1000,
+            drop_notice=self._drop_notice,
+        )
+        try:
+            self.pipeline = pipeline = Pipeline(self.config.twins, outbox, self.clock)
+            self.publisher = publisher = Publisher(
+                a.mqtt,
+                outbox,
+                signer,
+                client_id=a.mqtt.client_id or f"edgetwin-{a.agent_id}",
+                hist_after_s=a.outbox.hist_after_s,
+            )
+            for dev in self.config.devices:
+                points = [
+                    bp.spec
+                    for twin in self.config.twins
+                    if twin.spec.device == dev.name
+                    for bp in twin.bound_points()
+                ]
+                driver = self.config.driver_classes[dev.name](dev, points)
+                self.devices.append(
+                    RunningDevice(dev, driver, points, pipeline.on_readings, self.clock)
+                )
+            async with asyncio.TaskGroup() as tg:
+                pub_task = tg.create_task(publisher.run(), name="publisher")
+                polls = [
+                    tg.create_task(d.run(), name=f"device-{d.config.name}") for d in self.devices
+                ]
+                ticker = tg.create_task(self._tick_loop(), name="report-tick")
+                status = tg.create_task(self._status_loop(), name="status")
+                self.ready.set()
+                await stop.wait()
+                log.info("stopping: polling stops, queued readings are committed")
+                for task in [*polls, ticker, status]:
+                    task.cancel()
+                await asyncio.gather(*polls, ticker, status, return_exceptions=True)
+                await outbox.commit()
+                await self._grace(publisher)
+                pub_task.cancel()
+        finally:
+            await outbox.close()
+            self._write_status()
+            log.info("stopped")
+
+    async def _grace(self, publisher: Publisher) -> None:
+        deadline = time.monotonic() + SHUTDOWN_GRACE_S
+        while publisher.connected and time.monotonic() < deadline:
+            if publisher.status()["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.02)
+
+    async def _tick_loop(self) -> None:
+        assert self.pipeline is not None
+        while True:
+            await self.clock.sleep(1.0)
+            self.pipeline.tick()
+
+    async def _status_loop(self) -> None:
+        a = self.config.agent
+        topic = agent_topic(a.mqtt.topic_prefix, "AgentStatus", a.agent_id)
+        while True:
+            snapshot = self.status()
+            self._write_status(snapshot)
+            assert self.outbox is not None
+            self.outbox.submit(topic, pack(snapshot))
+            await self.clock.sleep(a.status_interval_s)
+
+    def status(self) -> dict[str, Any]:
+        """The agent's status: devices, twins, outbox (with drop counters), MQTT session."""
+        a = self.config.agent
+        twins = {}
+        for twin in self.config.twins:
+            st = twin.state()
+            twins[st.mrid] = {
+                "name": st.name,
+                "kind": st.kind,
+                "device": st.device,
+                "available": st.available,
+                "last_update": st.last_update,
+                "points": len(st.points),
+                "invalid_points": sum(1 for r in st.points.values() if not r.quality.is_good),
+            }
+        return {
+            "agentId": a.agent_id,
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "ts": int(time.time() * 1000),
+            "devices": {
+                d.config.name: {
+                    "available": d.stats.available,
+                    "polls": d.stats.polls,
+                    "failures": d.stats.failures,
+                    "overruns": d.stats.overruns,
+                    "last_poll_ms": None
+                    if d.stats.last_poll_s is None
+                    else round(d.stats.last_poll_s * 1000, 2),
+                    "last_error": d.stats.last_error,
+                    "requests": d.driver.stats.get("requests"),
+                }
+                for d in self.devices
+            },
+            "twins": twins,
+            "outbox": self.outbox.status() if self.outbox else None,
+            "mqtt": self.publisher.status() if self.publisher else None,
+            "reports": self.pipeline.reports if self.pipeline else 0,
+        }
+
+    def _write_status(self, snapshot: dict[str, Any] | None = None) -> None:
+        snapshot = snapshot or self.status()
+        tmp = self.status_path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(snapshot, indent=2, default=str))
+            os.replace(tmp, self.status_path)
+
+
+def read_status(data_dir: Path) -> dict[str, Any]:
+    return json.loads((data_dir / "status.json").read_text())

@@ -1,0 +1,85 @@
+"""Start and stop a local mosquitto broker on a free loopback port (demo and tests).
+
+The broker gets its own config file (``listener <port> 127.0.0.1``, anonymous access) in a folder
+of the caller's; it is stopped by its PID. Nothing here ever binds anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port}") from None
+            time.sleep(0.02)
+
+
+def mosquitto_path() -> str | None:
+    return shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+
+
+class Mosquitto:
+    """A mosquitto process; ``start()``/``stop()`` or use as a context manager."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> Mosquitto:
+        exe = mosquitto_path()
+        if exe is None:
+            raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / f"mosquitto-{self.port}.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_queued_messages 1000000\nmax_inflight_messages 0\n"
+        )
+        log = (self.workdir / f"mosquitto-{self.port}.log").open("ab")
+        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,198 @@
+"""``edgetwin``: the command line for technicians (check, run, keygen, status), the central side
+(subscribe) and newcomers (demo). Each sub-command is a small function; the work is elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from agent import __version__
+from agent.errors import ConfigError, EdgeTwinError
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    if fmt == "json":
+        handler = logging.StreamHandler()
+        handler.setFormatter(_JsonFormatter())
+        logging.basicConfig(level=level.upper(), handlers=[handler])
+    else:
+        logging.basicConfig(
+            level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "ts": round(record.created, 3),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": record.getMessage(),
+            }
+        )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from agent.config import load_config
+
+    cfg = load_config(args.config)
+    a = cfg.agent
+    print(f"config {cfg.path}: OK")
+    print(f"agent {a.agent_id}: data in {a.data_dir}, signing key {a.signing.key_file} "
+          f"(kid {a.signing.key_id})")
+    print(f"mqtt {a.mqtt.host}:{a.mqtt.port} prefix {a.mqtt.topic_prefix!r}, "
+          f"max in flight {a.mqtt.max_inflight}")
+    print(f"outbox max {a.outbox.max_bytes} bytes, group commit every "
+          f"{a.outbox.commit_interval_ms} ms")
+    print("devices:")
+    for d in cfg.devices:
+        where = f"{getattr(d, 'host', '?')}:{getattr(d, 'port', '?')}"
+        print(f"  {d.name}: {d.driver} {where} every {d.poll_interval_s} s, "
+              f"timeout {d.timeout_s} s")
+    print("twins:")
+    for twin in cfg.twins:
+        s = twin.spec
+        print(f"  {s.name} ({s.kind}, mRID {s.mrid}) on {s.device}")
+        print(f"    topic {twin.profile.topic(s.topic_prefix, s.mrid)}")
+        for bp in twin.bound_points():
+            e = bp.entry
+            print(f"    {bp.field:<28} {e.table or '-':>8} {e.address!s:>6} {e.dtype:<8} "
+                  f"{e.order} {e.units}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.app import Agent
+    from agent.config import load_config
+
+    cfg = load_config(args.config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Agent(cfg).run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from agent.keys import generate
+
+    priv, pub = generate(Path(args.out), overwrite=args.force)
+    print(f"private key: {priv} (mode 0600)\npublic key:  {pub}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.app import read_status
+    from agent.config import load_config
+
+    cfg = load_config(args.config)
+    try:
+        print(json.dumps(read_status(cfg.agent.data_dir), indent=2))
+    except FileNotFoundError:
+        print(f"no status yet in {cfg.agent.data_dir} (has the agent run?)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from agent.keys import load_trust_dir
+    from agent.subscriber import Verifier, subscribe
+
+    verifier = Verifier(load_trust_dir(Path(args.trust)), max_age_s=args.max_age)
+    bad = 0
+
+    def emit(report: dict[str, object]) -> None:
+        nonlocal bad
+        bad += 0 if report.get("valid") else 1
+        print(json.dumps(report, default=_json_default), flush=True)
+
+    subscribe(args.broker, verifier, args.topic, count=args.count, timeout=args.timeout,
+              on_report=emit)
+    return 3 if bad else 0
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, bytes):
+        return obj.hex()
+    return str(obj)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    return run_demo(duration=args.duration, broker=args.broker, data_dir=args.data_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgetwin", description=__doc__)
+    p.add_argument("--version", action="version", version=f"edgetwin {__version__}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("check", help="validate a config offline and print what would run")
+    s.add_argument("config")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("run", help="run the agent until SIGTERM / SIGINT")
+    s.add_argument("config")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("keygen", help="write an Ed25519 private key (0600) and its public PEM")
+    s.add_argument("--out", required=True, help="private key path; public key: <stem>.pub.pem")
+    s.add_argument("--force", action="store_true", help="overwrite an existing key")
+    s.set_defaults(func=cmd_keygen)
+
+    s = sub.add_parser("status", help="print the running agent's last status")
+    s.add_argument("config")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("subscribe", help="central side: verify and print messages as JSON lines")
+    s.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    s.add_argument("--trust", required=True, help="folder of trusted <kid>.pem public keys")
+    s.add_argument("--topic", action="append", help="topic filter (repeatable)")
+    s.add_argument("--count", type=int, help="stop after N messages")
+    s.add_argument("--timeout", type=float, help="stop after S seconds")
+    s.add_argument("--max-age", type=float, default=60.0, help="live messages older: stale")
+    s.set_defaults(func=cmd_subscribe)
+
+    s = sub.add_parser("demo", help="simulated meter + local broker + agent + verified live view")
+    s.add_argument("--duration", type=float, help="stop after S seconds and print a summary")
+    s.add_argument("--broker", help="use a running broker (mqtt://HOST:PORT)")
+    s.add_argument("--data-dir", help="keep keys and outbox here (default: a temporary folder)")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "topic", "unset") is None:
+        args.topic = ["openfmb/#"]
+    _setup_logging(args.log_level, args.log_format)
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        for line in err.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except EdgeTwinError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The publisher: drains the outbox to MQTT, oldest first, at QoS 1, through a bounded window.
+
+::
+
+    outbox.fetch(after=cursor) --sign(seq, ts, topic, hist)--> paho.publish(qos=1)
+          ^                                                        |
+          '----------- outbox.ack(seq) <------ PUBACK (on_publish) '
+
+* At most ``max_inflight`` messages are unacknowledged at once (paho's 16-bit message ids wrap
+  past 65,535 pending messages and overwrite them; a small window also keeps paho fast).
+* A row is deleted only after its PUBACK. If the session drops, the paho client is discarded,
+  everything unacknowledged stays in the outbox and is sent again -- same ``seq``, same payload --
+  from the oldest, after a capped, jittered backoff. Receivers may see QoS 1 duplicates; ``seq``
+  lets them detect those.
+* Signing happens here, at publish time: ``hist`` is then true to fact, and a key
+  rotated during an outage signs the backlog. ``hist`` marks a row left from an earlier run, or
+  one older than ``hist_after_s`` when it is sent (queued across an outage or behind a backlog).
+
+The MQTT session lives on paho's network thread; its callbacks are handed to the event loop
+with ``call_soon_threadsafe`` and everything else runs in the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.backoff import Backoff
+from agent.codec import CONTENT_TYPE, Signer
+from agent.config import MqttConfig
+from agent.mqtt import make_client
+from agent.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+FETCH_BATCH = 500
+
+
+class Publisher:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        outbox: Outbox,
+        signer: Signer,
+        *,
+        client_id: str,
+        hist_after_s: float = 5.0,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self._cfg = cfg
+        self._outbox = outbox
+        self._signer = signer
+        self._client_id = client_id
+        self._hist_after_ms = int(hist_after_s * 1000)
+        self._connect_timeout = connect_timeout_s
+        self._props = Properties(PacketTypes.PUBLISH)
+        self._props.ContentType = CONTENT_TYPE
+        self.connected = False
+        self.published = 0
+        self.acked = 0
+        self.rejected = 0
+        self.connects = 0
+        self._inflight: dict[int, int] = {}  # paho mid -> seq
+
+    def status(self) -> dict[str, object]:
+        return {
+            "connected": self.connected,
+            "published": self.published,
+            "acknowledged": self.acked,
+            "rejected_by_broker": self.rejected,
+            "in_flight": len(self._inflight),
+            "connects": self.connects,
+        }
+
+    async def run(self) -> None:
+        """Connect, drain, reconnect on loss; runs until cancelled."""
+        backoff = Backoff(self._cfg.reconnect_initial_s, self._cfg.reconnect_max_s)
+        while True:
+            try:
+                await self._session(backoff)
+            except ConnectionError as err:
+                if backoff.failures == 0:
+                    log.warning("mqtt: %s; retrying with backoff", err)
+            self.connected = False
+            await asyncio.sleep(backoff.next())
+
+    async def _session(self, backoff: Backoff) -> None:
+        loop = asyncio.get_running_loop()
+        connected: asyncio.Future[int] = loop.create_future()
+        lost = asyncio.Event()
+        window = asyncio.Semaphore(self._cfg.max_inflight)
+        inflight: dict[int, int] = {}
+        self._inflight = inflight
+
+        def on_connect(_c, _u, _f, reason, _p):  # type: ignore[no-untyped-def]
+            code = int(reason.value) if hasattr(reason, "value") else int(reason)
+            loop.call_soon_threadsafe(_resolve, connected, code)
+
+        def on_disconnect(_c, _u, _f, _reason, _p):  # type: ignore[no-untyped-def]
+            loop.call_soon_threadsafe(lost.set)
+
+        def on_publish(_c, _u, mid, reason, _p):  # type: ignore[no-untyped-def]
+            loop.call_soon_threadsafe(self._on_puback, inflight, window, mid, reason)
+
+        client = make_client(self._cfg, self._client_id)
+        client.max_inflight_messages_set(self._cfg.max_inflight)
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_publish = on_publish
+        try:
+            client.connect_async(self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s)
+            client.loop_start()
+            try:
+                code = await asyncio.wait_for(connected, self._connect_timeout)
+            except TimeoutError:
+                raise ConnectionError(
+                    f"no CONNACK from {self._cfg.host}:{self._cfg.port}"
+                ) from None
+            if code != 0:
+                raise ConnectionError(f"broker refused the connection (reason {code})")
+            self.connected = True
+            self.connects += 1
+            backoff.reset()
+            log.info("mqtt: connected to %s:%s", self._cfg.host, self._cfg.port)
+            drain = asyncio.create_task(
+                self._drain(client, window, inflight), name="publisher-drain"
+            )
+            waiter = asyncio.create_task(lost.wait(), name="publisher-lost")
+            done, _ = await asyncio.wait({drain, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (drain, waiter):
+                task.cancel()
+            if drain in done and drain.exception() is not None:
+                raise drain.exception()  # type: ignore[misc]
+            log.warning("mqtt: connection lost; %d messages stay queued", len(inflight))
+        finally:
+            self.connected = False
+            client.on_disconnect = client.on_publish = client.on_connect = None
+            client.disconnect()
+            client.loop_stop()
+            self._outbox.release()
+
+    def _on_puback(
+        self, inflight: dict[int, int], window: asyncio.Semaphore, mid: int, reason: object
+    ) -> None:
+        seq = inflight.pop(mid, None)
+        if seq is None:
+            return
+        code = int(getattr(reason, "value", 0) or 0)
+        if code >= 0x80:
+            # refused by the broker (e.g. not authorized): resending would loop forever
+            self.rejected += 1
+            log.error("mqtt: broker refused seq %d (reason %#x); counted as rejected", seq, code)
+        self._outbox.ack(seq)
+        self.acked += 1
+        window.release()
+
+    async def _drain(
+        self,
+        client: paho.Client,
+        window: asyncio.Semaphore,
+        inflight: dict[int, int],
+    ) -> None:
+        cursor = 0
+        outbox = self._outbox
+        while True:
+            outbox.new_rows.clear()
+            rows = await outbox.fetch(cursor, FETCH_BATCH)
+            if not rows:
+                await outbox.new_rows.wait()
+                continue
+            for row in rows:
+                await window.acquire()
+                now_ms = int(time.time() * 1000)
+                hist = (
+                    row.seq <= self._outbox.recovered_upto
+                    or now_ms - row.created_ms > self._hist_after_ms
+                )
+                envelope = self._signer.sign(
+                    row.payload, seq=row.seq, ts_ms=now_ms, topic=row.topic, hist=hist
+                )
+                info = client.publish(row.topic, envelope, qos=1, properties=self._props)
+                if info.rc != paho.MQTT_ERR_SUCCESS:
+                    window.release()
+                    raise ConnectionError(f"publish failed: {paho.error_string(info.rc)}")
+                inflight[info.mid] = row.seq
+                self.published += 1
+                cursor = row.seq
+
+
+def _resolve(fut: asyncio.Future[int], code: int) -> None:
+    if not fut.done():
+        fut.set_result(code)

@@ -1,0 +1,134 @@
+"""The running wrapper: gives every driver instance the agent's cross-cutting behaviour.
+
+For one device it owns: the poll schedule (fixed rate, no drift: slot k is at start + k x
+interval; overrun slots are skipped and counted), the poll timeout, reconnects with capped and
+jittered exponential backoff, availability, statistics, and logging -- once when the device goes
+unavailable and once when it recovers, never every poll.
+
+A device that fails never affects another: each ``RunningDevice`` is its own task, and its
+failures end as invalid/failure quality on its own points (the sink gets ``available=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from agent.backoff import Backoff
+from agent.clock import Clock
+from agent.errors import DeviceError, DeviceRejected
+from agent.models import Reading
+from drivers.base import DeviceConfig, Driver, PointSpec
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[str, Sequence[Reading], bool], None]
+
+
+@dataclass
+class DeviceStats:
+    polls: int = 0
+    failures: int = 0
+    overruns: int = 0
+    available: bool = False
+    last_poll_s: float | None = None  # duration of the last successful poll
+    last_success: float | None = None  # wall time
+    last_error: str | None = None
+    since: float = field(default_factory=time.time)  # wall time of the last availability change
+
+
+class RunningDevice:
+    def __init__(
+        self,
+        config: DeviceConfig,
+        driver: Driver,
+        points: Sequence[PointSpec],
+        sink: Sink,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.driver = driver
+        self.points = list(points)
+        self._sink = sink
+        self._clock = clock
+        self.stats = DeviceStats()
+        self._ever_available = False
+        self._next_slot: float | None = None
+
+    async def run(self) -> None:
+        cfg = self.config
+        backoff = Backoff(cfg.backoff_initial_s, cfg.backoff_max_s)
+        connected = False
+        try:
+            while True:
+                if not connected:
+                    try:
+                        await asyncio.wait_for(self.driver.connect(), cfg.timeout_s)
+                        connected = True
+                    except (DeviceError, TimeoutError, OSError) as err:
+                        self._failed(err)
+                        await self._clock.sleep(backoff.next())
+                        self._next_slot = None
+                        continue
+                start = self._clock.monotonic()
+                if self._next_slot is None:
+                    self._next_slot = start
+                try:
+                    readings = await asyncio.wait_for(
+                        self.driver.read(self.points), cfg.timeout_s + cfg.poll_interval_s
+                    )
+                except DeviceRejected as err:  # answered, but refused the whole read
+                    self._failed(err)
+                except (DeviceError, TimeoutError, OSError) as err:
+                    await self.driver.close()
+                    connected = False
+                    self._failed(err)
+                    await self._clock.sleep(backoff.next())
+                    self._next_slot = None  # the schedule restarts after a backoff
+                    continue
+                else:
+                    backoff.reset()
+                    self._succeeded(readings, self._clock.monotonic() - start)
+                await self._wait_next_slot()
+        finally:
+            await self.driver.close()
+
+    async def _wait_next_slot(self) -> None:
+        """Sleep until the next slot of the fixed-rate schedule; skip slots already missed."""
+        interval = self.config.poll_interval_s
+        now = self._clock.monotonic()
+        assert self._next_slot is not None
+        self._next_slot += interval
+        if self._next_slot < now:
+            missed = int((now - self._next_slot) // interval) + 1
+            self.stats.overruns += missed
+            self._next_slot += missed * interval
+        await self._clock.sleep(self._next_slot - now)
+
+    def _succeeded(self, readings: Sequence[Reading], duration: float) -> None:
+        st = self.stats
+        st.polls += 1
+        st.last_poll_s = duration
+        st.last_success = self._clock.time()
+        if not st.available:
+            st.available = True
+            st.since = st.last_success
+            st.last_error = None
+            if self._ever_available or st.failures:
+                log.info("device %s: available again", self.config.name)
+            self._ever_available = True
+        self._sink(self.config.name, readings, True)
+
+    def _failed(self, err: BaseException) -> None:
+        st = self.stats
+        st.failures += 1
+        message = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        if st.available or st.last_error is None:
+            log.warning("device %s: unavailable (%s)", self.config.name, message)
+            st.since = self._clock.time()
+        st.available = False
+        st.last_error = message
+        self._sink(self.config.name, (), False)
