@@ -40,9 +40,10 @@ def mosquitto_path() -> str | None:
 class Mosquitto:
     """A mosquitto process; ``start()``/``stop()`` or use as a context manager."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, persistence: bool = False) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        self.persistence = persistence
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,10 +56,15 @@ class Mosquitto:
             raise FileNotFoundError("mosquitto is not installed (apt-get install mosquitto)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / f"mosquitto-{self.port}.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 1000000\nmax_inflight_messages 0\n"
-        )
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "max_queued_messages 1000000",
+            f"persistence {'true' if self.persistence else 'false'}",
+        ]
+        if self.persistence:  # sessions and queued QoS 1 messages survive a restart
+            lines.append(f"persistence_location {self.workdir}/")
+        conf.write_text("\n".join(lines) + "\n")
         log = (self.workdir / f"mosquitto-{self.port}.log").open("ab")
         self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log)
         try:

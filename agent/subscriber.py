@@ -108,6 +108,7 @@ class Subscription:
         on_report: Callable[[dict[str, Any]], None],
         *,
         client_id: str | None = None,
+        persistent_session: bool = False,
     ) -> None:
         from agent.config import MqttConfig
         from agent.mqtt import make_client, parse_url
@@ -116,6 +117,7 @@ class Subscription:
         cfg = MqttConfig(host=self._host, port=self._port, tls=TlsConfig() if tls else None)
         self._client = make_client(cfg, client_id or f"edgetwin-subscribe-{os.getpid()}")
         self._topics = topics
+        self._persistent = persistent_session
         self._verifier = verifier
         self._on_report = on_report
         self.subscribed = threading.Event()
@@ -124,8 +126,12 @@ class Subscription:
         self._client.on_subscribe = lambda *_a: self.subscribed.set()
         self._client.on_message = self._on_message
 
-    def _on_connect(self, client, _u, _f, reason, _p):  # type: ignore[no-untyped-def]
-        if not reason.is_failure:
+    def _on_connect(self, client, _u, flags, reason, _p):  # type: ignore[no-untyped-def]
+        if reason.is_failure:
+            return
+        if self._persistent and flags.session_present:
+            self.subscribed.set()  # the broker kept our subscription and queued messages
+        else:
             client.subscribe([(t, 1) for t in self._topics])
 
     def _on_message(self, _c, _u, msg):  # type: ignore[no-untyped-def]
@@ -133,7 +139,18 @@ class Subscription:
         self._on_report(self._verifier.check(msg.topic, msg.payload))
 
     def start(self, timeout: float = 10.0) -> Subscription:
-        self._client.connect(self._host, self._port, keepalive=30)
+        props = None
+        if self._persistent:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self._client.reconnect_delay_set(0.1, 2)
+        self._client.connect(
+            self._host, self._port, keepalive=30, clean_start=not self._persistent,
+            properties=props,
+        )
         self._client.loop_start()
         if not self.subscribed.wait(timeout):
             self.stop()

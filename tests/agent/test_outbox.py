@@ -1,0 +1,131 @@
+"""The durable outbox on real SQLite files: sequence numbers, acknowledgement, size policy."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from agent.outbox import EVENT, TELEMETRY, Outbox, ranges
+
+
+async def open_box(path: Path, **kw: object) -> Outbox:
+    return await Outbox.open(path, commit_interval=3600, **kw)  # type: ignore[arg-type]
+
+
+async def test_seq_is_persisted_and_never_reused(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    box = await open_box(db)
+    for i in range(5):
+        box.submit("t", bytes([i]))
+    await box.commit()
+    rows = await box.fetch(0, 100)
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
+    for r in rows:
+        box.ack(r.seq)
+    await box.commit()
+    await box.close()
+    assert sqlite3.connect(db).execute("select count(*) from outbox").fetchone() == (0,)
+
+    box = await open_box(db)  # everything was acknowledged and deleted: numbering goes on
+    box.submit("t", b"x")
+    await box.commit()
+    assert [r.seq for r in await box.fetch(0, 10)] == [6]
+    await box.close()
+
+
+async def test_rows_left_from_a_previous_run_come_first(tmp_path: Path) -> None:
+    db = tmp_path / "o.db"
+    box = await open_box(db)
+    for i in range(3):
+        box.submit("old", bytes([i]))
+    await box.commit()
+    await box.close()
+    box = await open_box(db)
+    assert box.recovered_upto == 3 and box.depth == 3
+    box.submit("new", b"n")
+    await box.commit()
+    rows = await box.fetch(0, 10)
+    assert [(r.seq, r.topic) for r in rows] == [(1, "old"), (2, "old"), (3, "old"), (4, "new")]
+    await box.close()
+
+
+async def test_acknowledged_rows_are_not_fetched_again(tmp_path: Path) -> None:
+    box = await open_box(tmp_path / "o.db")
+    for i in range(4):
+        box.submit("t", bytes([i]))
+    await box.commit()
+    box.ack(2)  # not yet committed: still must not be sent again
+    assert [r.seq for r in await box.fetch(0, 10)] == [1, 3, 4]
+    await box.close()
+
+
+async def test_wait_resolves_after_commit(tmp_path: Path) -> None:
+    box = await open_box(tmp_path / "o.db")
+    fut = box.submit("t", b"x", EVENT, wait=True)
+    assert fut is not None and not fut.done()
+    await box.commit()
+    assert fut.done() and fut.exception() is None
+    await box.close()
+
+
+async def test_full_outbox_drops_oldest_telemetry_first_then_events(tmp_path: Path) -> None:
+    notices: list[tuple[list[tuple[int, int]], int, int]] = []
+
+    def notice(r: list[tuple[int, int]], n: int, klass: int) -> tuple[str, bytes]:
+        notices.append((r, n, klass))
+        return "notice", b"n"
+
+    box = await open_box(tmp_path / "o.db", max_bytes=64 * 1024, drop_notice=notice)
+    payload = b"x" * 1000
+    box.submit("event", payload, EVENT)  # seq 1: an event, older than all telemetry
+    for _ in range(40):
+        box.submit("tele", payload, TELEMETRY)  # seq 2..41
+    await box.commit()
+    assert box.bytes <= box.max_bytes
+    for _ in range(40):
+        box.submit("tele", payload, TELEMETRY)
+    await box.commit()
+    assert box.bytes <= box.max_bytes
+    rows = await box.fetch(0, 1000)
+    assert rows[0].seq == 1 and rows[0].topic == "event"  # the old event survived
+    dropped = box.counters["dropped_telemetry"]
+    assert dropped > 0 and box.counters.get("dropped_events", 0) == 0
+    # the oldest telemetry went first: everything dropped is older than everything kept
+    kept = [r.seq for r in rows if r.topic == "tele"]
+    dropped_seqs = [s for rng, _, _ in notices for s in range(rng[0][0], rng[-1][1] + 1)]
+    assert max(dropped_seqs) < min(kept)
+    assert sum(n for _, n, _ in notices) == dropped
+    assert any(r.topic == "notice" for r in rows)  # the signed drop notice is queued
+    await box.close()
+
+    box = await open_box(tmp_path / "o.db")  # the drop counters are persisted
+    assert box.counters["dropped_telemetry"] == dropped
+    await box.close()
+
+
+async def test_events_dropped_only_when_no_telemetry_is_left(tmp_path: Path) -> None:
+    box = await open_box(tmp_path / "o.db", max_bytes=64 * 1024)
+    for _ in range(100):
+        box.submit("event", b"e" * 1000, EVENT)
+    await box.commit()
+    assert box.counters["dropped_events"] > 0 and box.bytes <= box.max_bytes
+    await box.close()
+
+
+async def test_in_flight_rows_are_not_dropped(tmp_path: Path) -> None:
+    box = await open_box(tmp_path / "o.db", max_bytes=64 * 1024)
+    for _ in range(30):
+        box.submit("tele", b"x" * 1000)
+    await box.commit()
+    in_flight = await box.fetch(0, 10)  # seq 1..10 handed to the publisher
+    for _ in range(60):
+        box.submit("tele", b"x" * 1000)
+    await box.commit()
+    remaining = {r.seq for r in await box.fetch(0, 1000)}
+    assert {r.seq for r in in_flight} <= remaining
+    await box.close()
+
+
+def test_ranges() -> None:
+    assert ranges([5, 1, 2, 3, 7, 8]) == [(1, 3), (5, 5), (7, 8)]
+    assert ranges([]) == []

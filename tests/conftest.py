@@ -1,0 +1,120 @@
+"""Shared fixtures: a real mosquitto broker, keys, simulated meters and config files.
+
+Everything binds to 127.0.0.1 on free ports. Broker tests are part of the default run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.broker import Mosquitto, free_port, mosquitto_path
+from agent.keys import generate, load_trust_dir
+from firmware_sim.meter import MeterSimulator
+
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+METER_MRID = "5f0a3c2e-8d1b-4f7a-9c3e-1b2d3e4f5a6b"
+OTHER_MRID = "0b8e4f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    if mosquitto_path() is None:
+        pytest.fail("mosquitto is not installed: run scripts/system-deps.sh (make test does)")
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> dict[str, Path]:
+    """An agent key pair and a trust folder holding its public key under kid ``test-agent``."""
+    priv, pub = generate(tmp_path / "keys" / "test-agent.key")
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    shutil.copy(pub, trust / "test-agent.pem")
+    return {"private": priv, "public": pub, "trust": trust}
+
+
+@pytest.fixture
+def trust(keys: dict[str, Path]):  # type: ignore[no-untyped-def]
+    return load_trust_dir(keys["trust"])
+
+
+@pytest.fixture
+async def meter() -> AsyncIterator[MeterSimulator]:
+    async with MeterSimulator(port=free_port()) as sim:
+        yield sim
+
+
+def config_text(
+    *,
+    data_dir: Path,
+    key: Path,
+    mqtt_port: int,
+    devices: list[tuple[str, int]],
+    poll_s: float = 0.2,
+    deadband_pct: float | None = 0.2,
+    integrity_s: float = 60,
+    extra: str = "",
+) -> str:
+    """A config with one meter twin per (device name, Modbus port)."""
+    mrids = [METER_MRID, OTHER_MRID]
+    text = f"""
+agent_id = "test-agent"
+data_dir = "{data_dir}"
+status_interval_s = 3600
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+reconnect_initial_s = 0.1
+reconnect_max_s = 0.5
+[signing]
+key_file = "{key}"
+key_id = "test-agent"
+[outbox]
+commit_interval_ms = 10
+hist_after_s = 2
+[reporting]
+integrity_period_s = {integrity_s}
+{"" if deadband_pct is None else f"deadband_pct = {deadband_pct}"}
+"""
+    for name, port in devices:
+        text += f"""
+[[devices]]
+name = "{name}"
+driver = "modbus_tcp"
+host = "127.0.0.1"
+port = {port}
+poll_interval_s = {poll_s}
+timeout_s = 0.3
+backoff_initial_s = 0.1
+backoff_max_s = 0.4
+"""
+    for (name, _), mrid in zip(devices, mrids, strict=False):
+        text += f"""
+[[twins]]
+mrid = "{mrid}"
+kind = "meter"
+name = "meter on {name}"
+device = "{name}"
+point_map = "sim_meter"
+"""
+    return text + extra
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, keys: dict[str, Path]) -> Callable[..., Path]:
+    def make(**kwargs: object) -> Path:
+        kwargs.setdefault("data_dir", tmp_path / "data")
+        kwargs.setdefault("key", keys["private"])
+        path = tmp_path / "edgetwin.toml"
+        path.write_text(config_text(**kwargs))  # type: ignore[arg-type]
+        return path
+
+    return make
