@@ -160,20 +160,23 @@ def load_config(path: str | Path) -> AgentConfig:
         }
     )
     problems: list[str] = []
-    devices, classes = _devices(file, agent, problems)
-    twins = _twins(file, base, agent, {d.name: d for d in devices}, classes, problems)
+    named: set[str] = set()
+    devices, classes = _devices(file, agent, problems, named)
+    twins = _twins(file, base, agent, {d.name: d for d in devices}, named, classes, problems)
     if problems:
         raise ConfigError(problems)
     return AgentConfig(file, agent, devices, classes, twins)
 
 
 def _devices(
-    file: Path, agent: AgentFile, problems: list[str]
+    file: Path, agent: AgentFile, problems: list[str], seen_names: set[str]
 ) -> tuple[list[DeviceConfig], dict[str, type]]:
     devices: list[DeviceConfig] = []
     classes: dict[str, type] = {}
     seen: set[str] = set()
     for i, raw in enumerate(agent.devices):
+        if isinstance(raw.get("name"), str):
+            seen_names.add(raw["name"])  # known, even if invalid: no follow-on errors for twins
         driver_name = raw.get("driver")
         if not isinstance(driver_name, str):
             problems.append(f"{file}: devices[{i}].driver: required: the driver's name")
@@ -201,6 +204,7 @@ def _twins(
     base: Path,
     agent: AgentFile,
     devices: dict[str, DeviceConfig],
+    named: set[str],
     classes: dict[str, type],
     problems: list[str],
 ) -> list[Twin]:
@@ -213,7 +217,9 @@ def _twins(
             problems.append(f"{where}.mrid: duplicate mRID {tc.mrid}")
         mrids.add(tc.mrid)
         if tc.device not in devices:
-            known = ", ".join(sorted(devices)) or "none"
+            if tc.device in named:
+                continue  # that device's own errors are reported already
+            known = ", ".join(sorted(named)) or "none"
             problems.append(f"{where}.device: unknown device {tc.device!r} (devices: {known})")
             continue
         entries = _point_entries(file, base, i, tc, problems)
@@ -292,5 +298,6 @@ def _point_entries(
         except ValidationError as err:
             ok = False
             for e in err.errors():
-                problems.append(f"{where}.{_loc(e['loc'])}: {e['msg']}")
+                key = f".{_loc(e['loc'])}" if e["loc"] else ""
+                problems.append(f"{where}{key}: {e['msg']}")
     return entries if ok else None
