@@ -31,7 +31,8 @@ addr   quantity            type      order  units
 
 Addresses outside 0..255 answer "illegal data address". Coil 0 is a writable relay; discrete
 input 0 mirrors the tamper bit. ``fault`` injects misbehaviour: ``"busy"`` (exception 6 on every
-request), ``"silent"`` (never answers), ``("slow", seconds)`` (answers late).
+request), ``"silent"`` (never answers), ``("slow", seconds)`` (answers late). Measurements are
+refreshed every ``refresh_s`` (0.1 s), like a real meter's measurement cycle.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class MeterSimulator:
         seed: int = 1,
         clock: Callable[[], float] | None = None,
         model: MeterModel | None = None,
+        refresh_s: float = 0.1,
     ) -> None:
         import time
 
@@ -118,6 +120,9 @@ class MeterSimulator:
         self.fault: Fault = None
         self.tamper = False
         self.requests = 0
+        self.refresh_s = refresh_s
+        self._image: dict[int, list[int]] = {}
+        self._refreshed: float | None = None
         self._server: ModbusTcpServer | None = None
 
     def _device(self) -> SimDevice:
@@ -148,13 +153,23 @@ class MeterSimulator:
         if isinstance(fault, tuple) and fault[0] == "slow":
             await asyncio.sleep(fault[1])
         if function_code in (3, 4):
-            state = self.model.step(self._clock())
-            for addr, words in register_image(state, self.tamper).items():
+            for addr, words in self.image().items():
                 offset = addr - start_address
                 registers[offset : offset + len(words)] = words
         elif function_code == 2:
             registers[0] = (registers[0] & ~1) | (1 if self.tamper else 0)
         return None
+
+    def image(self) -> dict[int, list[int]]:
+        """The register image, refreshed from the model at most every ``refresh_s`` (like a
+        real meter's measurement cycle), so one poll's blocks see one consistent snapshot."""
+        now = self._clock()
+        if self._refreshed is None or now - self._refreshed >= self.refresh_s:
+            self._refreshed = now
+            self._image = register_image(self.model.step(now), False)
+        image = dict(self._image)
+        image[113] = [1 if self.tamper else 0]
+        return image
 
     async def start(self) -> None:
         self._server = ModbusTcpServer(self._device(), address=(self.host, self.port))
