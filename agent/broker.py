@@ -6,6 +6,7 @@ of the caller's; it is stopped by its PID. Nothing here ever binds anything but 
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -62,6 +63,8 @@ class Mosquitto:
             "max_queued_messages 1000000",
             f"persistence {'true' if self.persistence else 'false'}",
         ]
+        if os.geteuid() == 0:  # mosquitto would switch to user "mosquitto" and lose our folder
+            lines.append("user root")
         if self.persistence:  # sessions and queued QoS 1 messages survive a restart
             lines.append(f"persistence_location {self.workdir}/")
         conf.write_text("\n".join(lines) + "\n")
