@@ -22,6 +22,7 @@ test: system-deps $(BIN)/edgetwin
 ## lint: ruff and mypy
 lint: $(BIN)/edgetwin
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 ## bench: the pipeline benchmark (prints figures; last line is JSON)

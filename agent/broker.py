@@ -41,7 +41,9 @@ def mosquitto_path() -> str | None:
 class Mosquitto:
     """A mosquitto process; ``start()``/``stop()`` or use as a context manager."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, persistence: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, persistence: bool = False
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.persistence = persistence

@@ -45,17 +45,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     a = cfg.agent
     print(f"config {cfg.path}: OK")
-    print(f"agent {a.agent_id}: data in {a.data_dir}, signing key {a.signing.key_file} "
-          f"(kid {a.signing.key_id})")
-    print(f"mqtt {a.mqtt.host}:{a.mqtt.port} prefix {a.mqtt.topic_prefix!r}, "
-          f"max in flight {a.mqtt.max_inflight}")
-    print(f"outbox max {a.outbox.max_bytes} bytes, group commit every "
-          f"{a.outbox.commit_interval_ms} ms")
+    print(
+        f"agent {a.agent_id}: data in {a.data_dir}, signing key {a.signing.key_file} "
+        f"(kid {a.signing.key_id})"
+    )
+    print(
+        f"mqtt {a.mqtt.host}:{a.mqtt.port} prefix {a.mqtt.topic_prefix!r}, "
+        f"max in flight {a.mqtt.max_inflight}"
+    )
+    print(
+        f"outbox max {a.outbox.max_bytes} bytes, group commit every "
+        f"{a.outbox.commit_interval_ms} ms"
+    )
     print("devices:")
     for d in cfg.devices:
         where = f"{getattr(d, 'host', '?')}:{getattr(d, 'port', '?')}"
-        print(f"  {d.name}: {d.driver} {where} every {d.poll_interval_s} s, "
-              f"timeout {d.timeout_s} s")
+        print(
+            f"  {d.name}: {d.driver} {where} every {d.poll_interval_s} s, timeout {d.timeout_s} s"
+        )
     print("twins:")
     for twin in cfg.twins:
         s = twin.spec
@@ -63,8 +70,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"    topic {twin.profile.topic(s.topic_prefix, s.mrid)}")
         for bp in twin.bound_points():
             e = bp.entry
-            print(f"    {bp.field:<28} {e.table or '-':>8} {e.address!s:>6} {e.dtype:<8} "
-                  f"{e.order} {e.units}")
+            print(
+                f"    {bp.field:<28} {e.table or '-':>8} {e.address!s:>6} {e.dtype:<8} "
+                f"{e.order} {e.units}"
+            )
     return 0
 
 
@@ -118,8 +127,9 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
         bad += 0 if report.get("valid") else 1
         print(json.dumps(report, default=_json_default), flush=True)
 
-    subscribe(args.broker, verifier, args.topic, count=args.count, timeout=args.timeout,
-              on_report=emit)
+    subscribe(
+        args.broker, verifier, args.topic, count=args.count, timeout=args.timeout, on_report=emit
+    )
     return 3 if bad else 0
 
 

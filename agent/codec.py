@@ -96,9 +96,7 @@ def split(envelope: bytes) -> tuple[str, bytes]:
     return jws, payload
 
 
-def verify(
-    envelope: bytes, trust: Mapping[str, Ed25519PublicKey], topic: str | None
-) -> Verified:
+def verify(envelope: bytes, trust: Mapping[str, Ed25519PublicKey], topic: str | None) -> Verified:
     """Verify signature, key id and topic binding. ``topic=None`` skips the topic check.
 
     Raises ``VerificationError`` with reason ``malformed``, ``unknown_key``, ``bad_signature``

@@ -113,7 +113,8 @@ def run_demo(
         tmp = tempfile.mkdtemp(prefix="edgetwin-demo-")
         data_dir = tmp
     try:
-        return asyncio.run(_demo(Path(data_dir).resolve(), broker, duration))
+        data = Path(data_dir).resolve()
+        return asyncio.run(_demo(data, _prepare_keys(data), broker, duration))
     except KeyboardInterrupt:
         return 0
     finally:
@@ -121,9 +122,8 @@ def run_demo(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _demo(data: Path, broker_url: str | None, duration: float | None) -> int:
-    from firmware_sim.meter import MeterSimulator
-
+def _prepare_keys(data: Path) -> Path:
+    """The agent's key (kept across runs in ``data``) and the central side's trust folder."""
     data.mkdir(parents=True, exist_ok=True)
     key = data / "keys" / f"{AGENT_ID}.key"
     if not key.exists():
@@ -131,6 +131,11 @@ async def _demo(data: Path, broker_url: str | None, duration: float | None) -> i
     trust = data / "trust"
     trust.mkdir(exist_ok=True)
     shutil.copy(key.with_name(f"{AGENT_ID}.pub.pem"), trust / f"{AGENT_ID}.pem")
+    return trust
+
+
+async def _demo(data: Path, trust: Path, broker_url: str | None, duration: float | None) -> int:
+    from firmware_sim.meter import MeterSimulator
 
     async with contextlib.AsyncExitStack() as stack:
         if broker_url is None:

@@ -230,9 +230,7 @@ class Outbox:
         if batch:
             self.new_rows.set()
 
-    async def _transaction(
-        self, batch: list[_Pending], acked: set[int]
-    ) -> tuple[int, int, int]:
+    async def _transaction(self, batch: list[_Pending], acked: set[int]) -> tuple[int, int, int]:
         db = self._db
         added = sum(p.size for p in batch)
         deleted_bytes = deleted_rows = 0

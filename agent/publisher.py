@@ -97,14 +97,14 @@ class Publisher:
         inflight: dict[int, int] = {}
         self._inflight = inflight
 
-        def on_connect(_c, _u, _f, reason, _p):  # type: ignore[no-untyped-def]
+        def on_connect(_c, _u, _f, reason, _p):
             code = int(reason.value) if hasattr(reason, "value") else int(reason)
             loop.call_soon_threadsafe(_resolve, connected, code)
 
-        def on_disconnect(_c, _u, _f, _reason, _p):  # type: ignore[no-untyped-def]
+        def on_disconnect(_c, _u, _f, _reason, _p):
             loop.call_soon_threadsafe(lost.set)
 
-        def on_publish(_c, _u, mid, reason, _p):  # type: ignore[no-untyped-def]
+        def on_publish(_c, _u, mid, reason, _p):
             loop.call_soon_threadsafe(self._on_puback, inflight, window, mid, reason)
 
         client = make_client(self._cfg, self._client_id)

@@ -68,9 +68,7 @@ class SeqTracker:
 
 
 class Verifier:
-    def __init__(
-        self, trust: Mapping[str, Ed25519PublicKey], *, max_age_s: float = 60.0
-    ) -> None:
+    def __init__(self, trust: Mapping[str, Ed25519PublicKey], *, max_age_s: float = 60.0) -> None:
         self._trust = trust
         self.max_age_s = max_age_s
         self.seq = SeqTracker()
@@ -94,7 +92,6 @@ class Verifier:
         except Exception:  # signed but not msgpack: still authentic bytes, report as such
             report["payload_hex"] = v.payload.hex()
         return report
-
 
 
 class Subscription:
@@ -126,7 +123,7 @@ class Subscription:
         self._client.on_subscribe = lambda *_a: self.subscribed.set()
         self._client.on_message = self._on_message
 
-    def _on_connect(self, client, _u, flags, reason, _p):  # type: ignore[no-untyped-def]
+    def _on_connect(self, client, _u, flags, reason, _p):
         if reason.is_failure:
             return
         if self._persistent and flags.session_present:
@@ -134,7 +131,7 @@ class Subscription:
         else:
             client.subscribe([(t, 1) for t in self._topics])
 
-    def _on_message(self, _c, _u, msg):  # type: ignore[no-untyped-def]
+    def _on_message(self, _c, _u, msg):
         self.count += 1
         self._on_report(self._verifier.check(msg.topic, msg.payload))
 
@@ -146,9 +143,12 @@ class Subscription:
 
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 3600
-        self._client.reconnect_delay_set(0.1, 2)
+        self._client.reconnect_delay_set(1, 2)
         self._client.connect(
-            self._host, self._port, keepalive=30, clean_start=not self._persistent,
+            self._host,
+            self._port,
+            keepalive=30,
+            clean_start=not self._persistent,
             properties=props,
         )
         self._client.loop_start()

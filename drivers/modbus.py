@@ -151,7 +151,9 @@ class ModbusTcpDriver:
             if block.table in BIT_TABLES:
                 bits = response.bits
                 for p in block.points:
-                    readings.append(Reading(p.key, bool(bits[int(p.address) - block.start]), GOOD, now))
+                    readings.append(
+                        Reading(p.key, bool(bits[int(p.address) - block.start]), GOOD, now)
+                    )
                 continue
             regs = response.registers
             for p in block.points:

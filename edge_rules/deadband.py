@@ -66,7 +66,7 @@ def _changed(policy: ReportPolicy, old: Value, new: Value) -> bool:
 
 
 class ReportByException:
-    """The report filter for one twin. ``policies`` maps field -> policy; ``default`` is the rest."""
+    """The report filter of one twin: ``policies`` per field, ``default`` for the rest."""
 
     def __init__(
         self, policies: Mapping[str, ReportPolicy], default: ReportPolicy | None = None

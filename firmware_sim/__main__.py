@@ -12,8 +12,9 @@ async def _serve_meter(host: str, port: int, seed: int) -> None:
     from firmware_sim.meter import MeterSimulator
 
     async with MeterSimulator(host=host, port=port, seed=seed):
-        print(f"simulated meter: Modbus TCP on {host}:{port} (any unit id); Ctrl-C stops",
-              flush=True)
+        print(
+            f"simulated meter: Modbus TCP on {host}:{port} (any unit id); Ctrl-C stops", flush=True
+        )
         await asyncio.Event().wait()
 
 

@@ -130,8 +130,12 @@ class MeterSimulator:
         bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
         return SimDevice(
             id=0,  # answers every unit id
-            simdata=(list(bits), [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-                     list(regs), [SimData(0, count=REGISTERS, values=0, datatype=DataType.REGISTERS)]),
+            simdata=(
+                list(bits),
+                [SimData(0, count=16, values=False, datatype=DataType.BITS)],
+                list(regs),
+                [SimData(0, count=REGISTERS, values=0, datatype=DataType.REGISTERS)],
+            ),
             action=self._action,
         )
 

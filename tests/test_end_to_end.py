@@ -24,7 +24,7 @@ from agent.keys import load_trust_dir
 from agent.subscriber import Subscription, Verifier
 from firmware_sim.meter import MeterSimulator
 from tests.conftest import METER_MRID, OTHER_MRID
-from tests.helpers import until, wait_until
+from tests.helpers import until
 
 METER_TOPIC = f"openfmb/metermodule/MeterReadingProfile/{METER_MRID}"
 OTHER_TOPIC = f"openfmb/metermodule/MeterReadingProfile/{OTHER_MRID}"
@@ -53,8 +53,14 @@ class Collector:
 @contextlib.contextmanager
 def subscribed(url: str, trust: Path, persistent: bool = False):  # type: ignore[no-untyped-def]
     collector = Collector()
-    sub = Subscription(url, Verifier(load_trust_dir(trust)), ["openfmb/#"], collector,
-                       persistent_session=persistent, client_id=f"central-{free_port()}")
+    sub = Subscription(
+        url,
+        Verifier(load_trust_dir(trust)),
+        ["openfmb/#"],
+        collector,
+        persistent_session=persistent,
+        client_id=f"central-{free_port()}",
+    )
     sub.start()
     try:
         yield collector
@@ -86,8 +92,7 @@ async def test_messages_arrive_verified_with_the_simulators_values(
     mosquitto: Mosquitto, keys: dict[str, Path], make_config: Callable[..., Path]
 ) -> None:
     async with MeterSimulator(port=free_port(), clock=lambda: 1_000_000.0) as sim:
-        cfg = make_config(mqtt_port=mosquitto.port, devices=[("meter1", sim.port)],
-                          integrity_s=0.5)
+        cfg = make_config(mqtt_port=mosquitto.port, devices=[("meter1", sim.port)], integrity_s=0.5)
         with subscribed(mosquitto.url, keys["trust"]) as got:
             async with running(cfg):
                 await until(lambda: len(got.on(METER_TOPIC)) >= 3, what="3 meter messages")
@@ -97,8 +102,12 @@ async def test_messages_arrive_verified_with_the_simulators_values(
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     first = reports[0]
     st = sim.model.state  # the simulator's clock is frozen: values are steady
-    assert mag(first, "readingMMXU", "PhV", "phsA", "cVal", "mag") == pytest.approx(st.volts["phsA"], rel=1e-6)
-    assert mag(first, "readingMMXU", "A", "neut", "cVal", "mag") == pytest.approx(st.amps["neut"], rel=1e-6)
+    assert mag(first, "readingMMXU", "PhV", "phsA", "cVal", "mag") == pytest.approx(
+        st.volts["phsA"], rel=1e-6
+    )
+    assert mag(first, "readingMMXU", "A", "neut", "cVal", "mag") == pytest.approx(
+        st.amps["neut"], rel=1e-6
+    )
     assert mag(first, "readingMMXU", "Hz", "mag") == pytest.approx(st.hz, rel=1e-6)
     assert mag(first, "readingMMTR", "SupWh", "actVal") == int(st.import_wh)
     assert first["payload"]["meter"]["conductingEquipment"]["mRID"] == METER_MRID
@@ -113,8 +122,12 @@ async def test_broker_outage_loses_nothing_and_keeps_order(
     broker = Mosquitto(tmp_path / "broker", persistence=True).start()
     try:
         async with MeterSimulator(port=free_port(), refresh_s=0.02) as sim:
-            cfg = make_config(mqtt_port=broker.port, devices=[("meter1", sim.port)],
-                              poll_s=0.05, deadband_pct=None)
+            cfg = make_config(
+                mqtt_port=broker.port,
+                devices=[("meter1", sim.port)],
+                poll_s=0.05,
+                deadband_pct=None,
+            )
             with subscribed(broker.url, keys["trust"], persistent=True) as got:
                 async with running(cfg) as agent:
                     await until(lambda: len(got.seqs()) >= 10, what="10 messages")
@@ -131,8 +144,10 @@ async def test_broker_outage_loses_nothing_and_keeps_order(
                 (high,) = con.execute("SELECT seq FROM sqlite_sequence").fetchone()
                 left = {s for (s,) in con.execute("SELECT seq FROM outbox")}
                 con.close()
-                await until(lambda: set(range(1, high + 1)) - left <= set(got.seqs()),
-                            what="every committed seq received")
+                await until(
+                    lambda: set(range(1, high + 1)) - left <= set(got.seqs()),
+                    what="every committed seq received",
+                )
     finally:
         await asyncio.to_thread(broker.stop)
     seqs = got.seqs()
@@ -145,7 +160,9 @@ async def test_broker_outage_loses_nothing_and_keeps_order(
 def agent_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "agent", "--log-level", "debug", "run", str(config)],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ},
     )
 
 
@@ -153,8 +170,9 @@ async def test_sigkill_mid_stream_reuses_no_seq_and_loses_nothing_committed(
     mosquitto: Mosquitto, keys: dict[str, Path], make_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     async with MeterSimulator(port=free_port(), refresh_s=0.01) as sim:
-        cfg = make_config(mqtt_port=mosquitto.port, devices=[("meter1", sim.port)],
-                          poll_s=0.02, deadband_pct=None)
+        cfg = make_config(
+            mqtt_port=mosquitto.port, devices=[("meter1", sim.port)], poll_s=0.02, deadband_pct=None
+        )
         db = tmp_path / "data" / "outbox.db"
         with subscribed(mosquitto.url, keys["trust"]) as got:
             proc = await asyncio.to_thread(agent_process, cfg, tmp_path / "agent.log")
@@ -187,15 +205,19 @@ async def test_one_device_unreachable_its_points_invalid_others_flow(
 ) -> None:
     dead_port = free_port()
     async with MeterSimulator(port=free_port()) as sim:
-        cfg = make_config(mqtt_port=mosquitto.port, devices=[("meter1", sim.port),
-                                                             ("meter2", dead_port)])
+        cfg = make_config(
+            mqtt_port=mosquitto.port, devices=[("meter1", sim.port), ("meter2", dead_port)]
+        )
         with subscribed(mosquitto.url, keys["trust"]) as got:
             async with running(cfg) as agent:
                 await until(lambda: len(got.on(OTHER_TOPIC)) >= 1, what="dead meter's report")
                 dead = got.on(OTHER_TOPIC)[0]
                 hz = mag(dead, "readingMMXU", "Hz")
-                assert hz["q"] == {"validity": "invalid", "source": "process",
-                                   "detailQual": {"failure": True}}
+                assert hz["q"] == {
+                    "validity": "invalid",
+                    "source": "process",
+                    "detailQual": {"failure": True},
+                }
                 assert "mag" not in hz
                 n = len(got.on(METER_TOPIC))
                 await until(lambda: len(got.on(METER_TOPIC)) >= n + 3, what="live meter flows")
@@ -205,10 +227,14 @@ async def test_one_device_unreachable_its_points_invalid_others_flow(
                 assert status["twins"][OTHER_MRID]["invalid_points"] == 28
                 # the device comes back: its points turn good again
                 async with MeterSimulator(port=dead_port):
-                    await until(lambda: agent.status()["devices"]["meter2"]["available"],
-                                what="recovery")
-                    await until(lambda: any(
-                        mag(r, "readingMMXU", "Hz")["q"]["validity"] == "good"
-                        for r in got.on(OTHER_TOPIC)
-                        if "Hz" in r["payload"]["meterReading"].get("readingMMXU", {})
-                    ), what="good quality again")
+                    await until(
+                        lambda: agent.status()["devices"]["meter2"]["available"], what="recovery"
+                    )
+                    await until(
+                        lambda: any(
+                            mag(r, "readingMMXU", "Hz")["q"]["validity"] == "good"
+                            for r in got.on(OTHER_TOPIC)
+                            if "Hz" in r["payload"]["meterReading"].get("readingMMXU", {})
+                        ),
+                        what="good quality again",
+                    )

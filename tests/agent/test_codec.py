@@ -30,8 +30,16 @@ def test_envelope_shape_and_header(key: Ed25519PrivateKey) -> None:
     protected, detached, _sig = env["jws"].split(".")
     assert detached == ""
     header = json.loads(b64url_decode(protected))
-    assert header == {"alg": "EdDSA", "b64": False, "crit": ["b64"], "kid": "k1", "seq": 7,
-                      "ts": 1_700_000_000_000, "tpc": TOPIC, "hist": True}
+    assert header == {
+        "alg": "EdDSA",
+        "b64": False,
+        "crit": ["b64"],
+        "kid": "k1",
+        "seq": 7,
+        "ts": 1_700_000_000_000,
+        "tpc": TOPIC,
+        "hist": True,
+    }
     assert unpack(env["pl"]) == {"a": 1.5}
 
 

@@ -52,51 +52,108 @@ def edit(old: str, new: str) -> str:
 
 BAD = [
     pytest.param("agent_id = [1", r"c\.toml: not valid TOML", id="toml-syntax"),
-    pytest.param(edit('agent_id = "a1"\n', ""), r"c\.toml: agent_id: required key is missing",
-                 id="missing-agent-id"),
-    pytest.param(edit("port = 5020", "port = 70000"),
-                 r"c\.toml: devices\[0\]\.port: Input should be less than or equal to 65535 \(got 70000\)",
-                 id="port-range"),
-    pytest.param(edit("port = 5020", 'port = "five"'), r"devices\[0\]\.port: Input should be a valid integer",
-                 id="port-type"),
-    pytest.param(edit('host = "127.0.0.1"', 'hots = "127.0.0.1"'),
-                 r"devices\[0\]\.host: required key is missing\n.*devices\[0\]\.hots: unknown key",
-                 id="typo-key"),
-    pytest.param(edit('driver = "modbus_tcp"', 'driver = "dnp3"'),
-                 r"devices\[0\]\.driver: no plugin 'dnp3' in edgetwin\.drivers \(known: .*modbus_tcp",
-                 id="unknown-driver"),
-    pytest.param(edit('device = "m1"', 'device = "m2"'),
-                 r"twins\[0\]\.device: unknown device 'm2' \(devices: m1\)", id="unknown-device"),
-    pytest.param(edit('mrid = "5f0a3c2e-8d1b-4f7a-9c3e-1b2d3e4f5a6b"', 'mrid = "meter-1"'),
-                 r"twins\[0\]\.mrid: Value error, must be a UUID", id="mrid-not-uuid"),
-    pytest.param(edit('kind = "meter"', 'kind = "toaster"'),
-                 r"twins\[0\]\.kind: no plugin 'toaster' in edgetwin\.twins", id="unknown-twin-kind"),
-    pytest.param(edit('point_map = "sim_meter"', 'point_map = "nope.toml"'),
-                 r"twins\[0\]\.point_map: cannot read .*nope\.toml", id="missing-point-map"),
-    pytest.param(edit('point_map = "sim_meter"', 'points = [{field = "readingMMXU.Watts", address = 0, table = "holding"}]'),
-                 r"twins\[0\]: 'readingMMXU\.Watts' is not a field of MeterReadingProfile",
-                 id="unknown-profile-field"),
-    pytest.param(edit('point_map = "sim_meter"', 'points = [{field = "readingMMXU.Hz", address = 0, table = "eeprom"}]'),
-                 r"twins\[0\]: table must be one of holding, input, coil, discrete",
-                 id="bad-table"),
-    pytest.param(edit('point_map = "sim_meter"', 'points = [{field = "readingMMXU.Hz", address = 0, table = "holding", dtype = "float16"}]'),
-                 r"twins\[0\]\.points\[0\]\.dtype: Input should be 'bool', 'int16'",
-                 id="bad-dtype"),
-    pytest.param(edit('point_map = "sim_meter"', 'points = [{field = "readingMMXU.Hz", address = 0, table = "holding", deadband_pct = 1}]'),
-                 r"twins\[0\]\.points\[0\]: Value error, deadband_pct needs a range",
-                 id="pct-without-range"),
-    pytest.param(GOOD + GOOD.split("[[devices]]")[1].replace("[[twins]]", "[[twins]]", 0).join(["[[devices]]", ""]),
-                 r"devices\[1\]\.name: duplicate device name 'm1'", id="duplicate-device"),
-    pytest.param(GOOD + '[twins.overrides."readingMMXU.Foo"]\ndeadband_abs = 1\n',
-                 r"twins\[0\]\.overrides\.readingMMXU\.Foo: no point feeds this field",
-                 id="override-unknown-field"),
-    pytest.param(edit("[signing]", "[mqtt]\nmax_inflight = 0\n[signing]"),
-                 r"mqtt\.max_inflight: Input should be greater than or equal to 1", id="inflight"),
+    pytest.param(
+        edit('agent_id = "a1"\n', ""),
+        r"c\.toml: agent_id: required key is missing",
+        id="missing-agent-id",
+    ),
+    pytest.param(
+        edit("port = 5020", "port = 70000"),
+        r"c\.toml: devices\[0\]\.port: Input should be less than or equal to 65535 \(got 70000\)",
+        id="port-range",
+    ),
+    pytest.param(
+        edit("port = 5020", 'port = "five"'),
+        r"devices\[0\]\.port: Input should be a valid integer",
+        id="port-type",
+    ),
+    pytest.param(
+        edit('host = "127.0.0.1"', 'hots = "127.0.0.1"'),
+        r"devices\[0\]\.host: required key is missing\n.*devices\[0\]\.hots: unknown key",
+        id="typo-key",
+    ),
+    pytest.param(
+        edit('driver = "modbus_tcp"', 'driver = "dnp3"'),
+        r"devices\[0\]\.driver: no plugin 'dnp3' in edgetwin\.drivers \(known: .*modbus_tcp",
+        id="unknown-driver",
+    ),
+    pytest.param(
+        edit('device = "m1"', 'device = "m2"'),
+        r"twins\[0\]\.device: unknown device 'm2' \(devices: m1\)",
+        id="unknown-device",
+    ),
+    pytest.param(
+        edit('mrid = "5f0a3c2e-8d1b-4f7a-9c3e-1b2d3e4f5a6b"', 'mrid = "meter-1"'),
+        r"twins\[0\]\.mrid: Value error, must be a UUID",
+        id="mrid-not-uuid",
+    ),
+    pytest.param(
+        edit('kind = "meter"', 'kind = "toaster"'),
+        r"twins\[0\]\.kind: no plugin 'toaster' in edgetwin\.twins",
+        id="unknown-twin-kind",
+    ),
+    pytest.param(
+        edit('point_map = "sim_meter"', 'point_map = "nope.toml"'),
+        r"twins\[0\]\.point_map: cannot read .*nope\.toml",
+        id="missing-point-map",
+    ),
+    pytest.param(
+        edit(
+            'point_map = "sim_meter"',
+            'points = [{field = "readingMMXU.Watts", address = 0, table = "holding"}]',
+        ),
+        r"twins\[0\]: 'readingMMXU\.Watts' is not a field of MeterReadingProfile",
+        id="unknown-profile-field",
+    ),
+    pytest.param(
+        edit(
+            'point_map = "sim_meter"',
+            'points = [{field = "readingMMXU.Hz", address = 0, table = "eeprom"}]',
+        ),
+        r"twins\[0\]: table must be one of holding, input, coil, discrete",
+        id="bad-table",
+    ),
+    pytest.param(
+        edit(
+            'point_map = "sim_meter"',
+            'points = [{field = "readingMMXU.Hz", address = 0, table = "holding", dtype = "float16"}]',
+        ),
+        r"twins\[0\]\.points\[0\]\.dtype: Input should be 'bool', 'int16'",
+        id="bad-dtype",
+    ),
+    pytest.param(
+        edit(
+            'point_map = "sim_meter"',
+            'points = [{field = "readingMMXU.Hz", address = 0, table = "holding", deadband_pct = 1}]',
+        ),
+        r"twins\[0\]\.points\[0\]: Value error, deadband_pct needs a range",
+        id="pct-without-range",
+    ),
+    pytest.param(
+        GOOD
+        + GOOD.split("[[devices]]")[1]
+        .replace("[[twins]]", "[[twins]]", 0)
+        .join(["[[devices]]", ""]),
+        r"devices\[1\]\.name: duplicate device name 'm1'",
+        id="duplicate-device",
+    ),
+    pytest.param(
+        GOOD + '[twins.overrides."readingMMXU.Foo"]\ndeadband_abs = 1\n',
+        r"twins\[0\]\.overrides\.readingMMXU\.Foo: no point feeds this field",
+        id="override-unknown-field",
+    ),
+    pytest.param(
+        edit("[signing]", "[mqtt]\nmax_inflight = 0\n[signing]"),
+        r"mqtt\.max_inflight: Input should be greater than or equal to 1",
+        id="inflight",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("text", "expected"), BAD)
-def test_malformed_config_names_file_key_and_expectation(tmp_path: Path, text: str, expected: str) -> None:
+def test_malformed_config_names_file_key_and_expectation(
+    tmp_path: Path, text: str, expected: str
+) -> None:
     path = tmp_path / "c.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as err:

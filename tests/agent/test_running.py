@@ -22,9 +22,16 @@ POINTS = [PointSpec("hz", 48, "float32", "holding")]
 
 
 def device(name: str, port: int, sink, clock: ManualClock) -> RunningDevice:  # type: ignore[no-untyped-def]
-    cfg = ModbusTcpConfig(name=name, driver="modbus_tcp", host="127.0.0.1", port=port,
-                          poll_interval_s=1.0, timeout_s=0.2, backoff_initial_s=2.0,
-                          backoff_max_s=8.0)
+    cfg = ModbusTcpConfig(
+        name=name,
+        driver="modbus_tcp",
+        host="127.0.0.1",
+        port=port,
+        poll_interval_s=1.0,
+        timeout_s=0.2,
+        backoff_initial_s=2.0,
+        backoff_max_s=8.0,
+    )
     return RunningDevice(cfg, ModbusTcpDriver(cfg, POINTS), POINTS, sink, clock)
 
 

@@ -14,8 +14,9 @@ from firmware_sim.meter import MeterSimulator
 
 
 def cfg(port: int, **kw: object) -> ModbusTcpConfig:
-    return ModbusTcpConfig(name="m", driver="modbus_tcp", host="127.0.0.1", port=port,
-                           timeout_s=0.3, **kw)  # type: ignore[arg-type]
+    return ModbusTcpConfig(
+        name="m", driver="modbus_tcp", host="127.0.0.1", port=port, timeout_s=0.3, **kw
+    )  # type: ignore[arg-type]
 
 
 def hr(key: str, addr: int, dtype: str = "float32", order: str = "ABCD") -> PointSpec:
@@ -23,17 +24,26 @@ def hr(key: str, addr: int, dtype: str = "float32", order: str = "ABCD") -> Poin
 
 
 TYPED = [
-    hr("hz", 48), hr("hz_cdab", 200, order="CDAB"), hr("hz_badc", 202, order="BADC"),
-    hr("hz_dcba", 204, order="DCBA"), hr("i32", 206, "int32"), hr("i16", 208, "int16"),
-    hr("f64", 209, "float64"), hr("i64", 213, "int64", "DCBA"), hr("u32", 217, "uint32", "CDAB"),
-    hr("energy", 100, "uint64"), hr("hz100", 112, "uint16"),
+    hr("hz", 48),
+    hr("hz_cdab", 200, order="CDAB"),
+    hr("hz_badc", 202, order="BADC"),
+    hr("hz_dcba", 204, order="DCBA"),
+    hr("i32", 206, "int32"),
+    hr("i16", 208, "int16"),
+    hr("f64", 209, "float64"),
+    hr("i64", 213, "int64", "DCBA"),
+    hr("u32", 217, "uint32", "CDAB"),
+    hr("energy", 100, "uint64"),
+    hr("hz100", 112, "uint16"),
 ]
 
 
 async def test_every_type_and_word_order_decodes(meter: MeterSimulator) -> None:
     async with ModbusTcpDriver(cfg(meter.port), TYPED) as drv:
         got = {r.point: r.value for r in await drv.read(TYPED)}
-    assert all(isinstance(v, float) and 59.9 < v < 60.1 for k, v in got.items() if k.startswith("hz_"))
+    assert all(
+        isinstance(v, float) and 59.9 < v < 60.1 for k, v in got.items() if k.startswith("hz_")
+    )
     assert got["i32"] == sim_meter.CONST_INT32
     assert got["i16"] == sim_meter.CONST_INT16
     assert got["i64"] == sim_meter.CONST_INT64
@@ -54,7 +64,9 @@ async def test_points_are_merged_into_few_requests(meter: MeterSimulator) -> Non
 
 
 async def test_mutually_consistent_meter_values(meter: MeterSimulator) -> None:
-    pts = [hr(k, a) for k, a in [("v", 0), ("a", 8), ("w", 16), ("var", 24), ("va", 32), ("pf", 40)]]
+    pts = [
+        hr(k, a) for k, a in [("v", 0), ("a", 8), ("w", 16), ("var", 24), ("va", 32), ("pf", 40)]
+    ]
     async with ModbusTcpDriver(cfg(meter.port), pts) as drv:
         r = {x.point: x.value for x in await drv.read(pts)}
     assert r["va"] == pytest.approx(r["v"] * r["a"], rel=1e-4)
@@ -107,7 +119,11 @@ async def test_coils_discrete_inputs_and_writes(meter: MeterSimulator) -> None:
 
 
 def test_unservable_points_are_rejected_before_any_io() -> None:
-    for bad in (PointSpec("x", 70000, "uint16", "holding"), PointSpec("x", 1, "float32", "coil"),
-                PointSpec("x", 1, "uint16", "eeprom"), PointSpec("x", 1, "bool", "holding")):
+    for bad in (
+        PointSpec("x", 70000, "uint16", "holding"),
+        PointSpec("x", 1, "float32", "coil"),
+        PointSpec("x", 1, "uint16", "eeprom"),
+        PointSpec("x", 1, "bool", "holding"),
+    ):
         with pytest.raises(ValueError):
             ModbusTcpDriver(cfg(1), [bad])

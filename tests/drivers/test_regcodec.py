@@ -38,8 +38,16 @@ def test_known_vectors(regs: list[int], dtype: str, order: str, expected: float)
 @pytest.mark.parametrize("order", ["ABCD", "CDAB", "BADC", "DCBA"])
 @pytest.mark.parametrize(
     ("dtype", "value"),
-    [("int16", -300), ("uint16", 300), ("int32", -70000), ("uint32", 70000),
-     ("int64", -2**40), ("uint64", 2**40), ("float32", -1.5), ("float64", math.pi)],
+    [
+        ("int16", -300),
+        ("uint16", 300),
+        ("int32", -70000),
+        ("uint32", 70000),
+        ("int64", -(2**40)),
+        ("uint64", 2**40),
+        ("float32", -1.5),
+        ("float64", math.pi),
+    ],
 )
 def test_round_trip(dtype: str, value: float, order: str) -> None:
     regs = encode(value, dtype, order)

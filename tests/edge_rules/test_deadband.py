@@ -33,7 +33,9 @@ def test_slow_ramp_is_reported_step_by_step() -> None:
 
 def test_noise_inside_the_deadband_is_not_reported() -> None:
     noise = [230.0, 230.4, 229.7, 230.3, 229.6, 230.45, 229.55]
-    assert run(ReportPolicy(deadband_abs=0.5, integrity_period_s=None), noise, ManualClock()) == [230.0]
+    assert run(ReportPolicy(deadband_abs=0.5, integrity_period_s=None), noise, ManualClock()) == [
+        230.0
+    ]
 
 
 def test_percent_of_range_deadband() -> None:
@@ -60,12 +62,20 @@ def test_integrity_period_reports_unchanged_values() -> None:
 
 def test_state_points_report_any_change() -> None:
     clock = ManualClock()
-    assert run(ReportPolicy(kind="state", integrity_period_s=None), [False, False, True, True, False], clock) == [False, True, False]
+    assert run(
+        ReportPolicy(kind="state", integrity_period_s=None),
+        [False, False, True, True, False],
+        clock,
+    ) == [False, True, False]
 
 
 def test_counter_reports_on_delta() -> None:
     counts = [1000, 1050, 1099, 1101, 1150, 1202]
-    assert run(ReportPolicy(deadband_abs=100, kind="counter", integrity_period_s=None), counts, ManualClock()) == [1000, 1101, 1202]
+    assert run(
+        ReportPolicy(deadband_abs=100, kind="counter", integrity_period_s=None),
+        counts,
+        ManualClock(),
+    ) == [1000, 1101, 1202]
 
 
 def test_min_interval_holds_back_a_chattering_value_but_not_quality() -> None:

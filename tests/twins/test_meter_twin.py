@@ -28,7 +28,9 @@ def twin_and_device(meter: MeterSimulator, tmp_path: Path):  # type: ignore[no-u
     return twin, ModbusTcpDriver(cfg.devices[0], points), points  # type: ignore[arg-type]
 
 
-async def test_profile_carries_the_simulators_values(twin_and_device, meter: MeterSimulator) -> None:  # type: ignore[no-untyped-def]
+async def test_profile_carries_the_simulators_values(
+    twin_and_device, meter: MeterSimulator
+) -> None:  # type: ignore[no-untyped-def]
     twin, driver, points = twin_and_device
     async with driver:
         readings = await driver.read(points)
