@@ -211,6 +211,7 @@ def _twins(
     twins: list[Twin] = []
     mrids: set[str] = set()
     topics: dict[str, str] = {}
+    maps: dict[str, list[PointEntry]] = {}
     for i, tc in enumerate(agent.twins):
         where = f"{file}: twins[{i}]"
         if tc.mrid in mrids:
@@ -222,7 +223,7 @@ def _twins(
             known = ", ".join(sorted(named)) or "none"
             problems.append(f"{where}.device: unknown device {tc.device!r} (devices: {known})")
             continue
-        entries = _point_entries(file, base, i, tc, problems)
+        entries = _point_entries(file, base, i, tc, problems, maps)
         if entries is None:
             continue
         try:
@@ -266,9 +267,16 @@ def _layer(agent_default: ReportingSettings, twin: ReportingSettings) -> Reporti
 
 
 def _point_entries(
-    file: Path, base: Path, i: int, tc: TwinConfig, problems: list[str]
+    file: Path,
+    base: Path,
+    i: int,
+    tc: TwinConfig,
+    problems: list[str],
+    maps: dict[str, list[PointEntry]],
 ) -> list[PointEntry] | None:
     """The twin's points: its point map file's, then inline ``points`` (replacing same field)."""
+    if tc.point_map and not tc.points and tc.point_map in maps:
+        return maps[tc.point_map]  # one parsed map shared by every twin of that asset model
     raw_points: dict[str, tuple[str, dict[str, Any]]] = {}
     if tc.point_map:
         pm_path = resolve_path(tc.point_map, base)
@@ -300,4 +308,8 @@ def _point_entries(
             for e in err.errors():
                 key = f".{_loc(e['loc'])}" if e["loc"] else ""
                 problems.append(f"{where}{key}: {e['msg']}")
-    return entries if ok else None
+    if not ok:
+        return None
+    if tc.point_map and not tc.points:
+        maps[tc.point_map] = entries
+    return entries

@@ -52,8 +52,12 @@ class Quality:
         return self.validity is Validity.GOOD
 
     def to_wire(self) -> dict[str, Any]:
-        """OpenFMB ``Quality`` as a map; only the detail flags that are set are written."""
-        wire: dict[str, Any] = {"validity": self.validity.value, "source": self.source}
+        """OpenFMB ``Quality`` as a map. Like protobuf 3, fields at their default are left out:
+        ``source`` only when not "process", detail flags only when set, ``test`` and
+        ``operatorBlocked`` only when true. ``validity`` is always written."""
+        wire: dict[str, Any] = {"validity": self.validity.value}
+        if self.source != "process":
+            wire["source"] = self.source
         if self.detail:
             wire["detailQual"] = {flag: True for flag in DETAIL_FLAGS if flag in self.detail}
         if self.test:

@@ -23,6 +23,7 @@ with ``call_soon_threadsafe`` and everything else runs in the loop.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 
@@ -34,7 +35,7 @@ from agent.backoff import Backoff
 from agent.codec import CONTENT_TYPE, Signer
 from agent.config import MqttConfig
 from agent.mqtt import make_client
-from agent.outbox import Outbox
+from agent.outbox import Outbox, Row
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,13 @@ class Publisher:
         def on_disconnect(_c, _u, _f, _reason, _p):
             loop.call_soon_threadsafe(lost.set)
 
+        acks: collections.deque[tuple[int, int]] = collections.deque()
+
         def on_publish(_c, _u, mid, reason, _p):
-            loop.call_soon_threadsafe(self._on_puback, inflight, window, mid, reason)
+            # one loop wake-up per burst of PUBACKs, not one per message
+            acks.append((mid, int(getattr(reason, "value", 0) or 0)))
+            if len(acks) == 1:
+                loop.call_soon_threadsafe(self._on_pubacks, inflight, window, acks)
 
         client = make_client(self._cfg, self._client_id)
         client.max_inflight_messages_set(self._cfg.max_inflight)
@@ -131,10 +137,13 @@ class Publisher:
                 self._drain(client, window, inflight), name="publisher-drain"
             )
             waiter = asyncio.create_task(lost.wait(), name="publisher-lost")
-            done, _ = await asyncio.wait({drain, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (drain, waiter):
-                task.cancel()
-            if drain in done and drain.exception() is not None:
+            try:
+                done, _ = await asyncio.wait({drain, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (drain, waiter):
+                    task.cancel()
+                await asyncio.gather(drain, waiter, return_exceptions=True)
+            if drain in done and not drain.cancelled() and drain.exception() is not None:
                 raise drain.exception()  # type: ignore[misc]
             log.warning("mqtt: connection lost; %d messages stay queued", len(inflight))
         finally:
@@ -144,20 +153,26 @@ class Publisher:
             client.loop_stop()
             self._outbox.release()
 
-    def _on_puback(
-        self, inflight: dict[int, int], window: asyncio.Semaphore, mid: int, reason: object
+    def _on_pubacks(
+        self,
+        inflight: dict[int, int],
+        window: asyncio.Semaphore,
+        acks: collections.deque[tuple[int, int]],
     ) -> None:
-        seq = inflight.pop(mid, None)
-        if seq is None:
-            return
-        code = int(getattr(reason, "value", 0) or 0)
-        if code >= 0x80:
-            # refused by the broker (e.g. not authorized): resending would loop forever
-            self.rejected += 1
-            log.error("mqtt: broker refused seq %d (reason %#x); counted as rejected", seq, code)
-        self._outbox.ack(seq)
-        self.acked += 1
-        window.release()
+        while acks:
+            mid, code = acks.popleft()
+            seq = inflight.pop(mid, None)
+            if seq is None:
+                continue
+            if code >= 0x80:
+                # refused by the broker (e.g. not authorized): resending would loop forever
+                self.rejected += 1
+                log.error(
+                    "mqtt: broker refused seq %d (reason %#x); counted as rejected", seq, code
+                )
+            self._outbox.ack(seq)
+            self.acked += 1
+            window.release()
 
     async def _drain(
         self,
@@ -167,29 +182,49 @@ class Publisher:
     ) -> None:
         cursor = 0
         outbox = self._outbox
+        signing: asyncio.Task[list[tuple[Row, bytes]]] | None = None
         while True:
+            if signing is None:
+                outbox.new_rows.clear()
+                rows = await outbox.fetch(cursor, FETCH_BATCH)
+                if not rows:
+                    await outbox.new_rows.wait()
+                    continue
+                signing = asyncio.create_task(asyncio.to_thread(self._sign_batch, rows))
+            batch = await signing
+            cursor = batch[-1][0].seq
+            # sign the next batch on a worker thread while this one is published
             outbox.new_rows.clear()
             rows = await outbox.fetch(cursor, FETCH_BATCH)
-            if not rows:
-                await outbox.new_rows.wait()
-                continue
-            for row in rows:
+            signing = (
+                asyncio.create_task(asyncio.to_thread(self._sign_batch, rows)) if rows else None
+            )
+            for row, envelope in batch:
                 await window.acquire()
-                now_ms = int(time.time() * 1000)
-                hist = (
-                    row.seq <= self._outbox.recovered_upto
-                    or now_ms - row.created_ms > self._hist_after_ms
-                )
-                envelope = self._signer.sign(
-                    row.payload, seq=row.seq, ts_ms=now_ms, topic=row.topic, hist=hist
-                )
                 info = client.publish(row.topic, envelope, qos=1, properties=self._props)
                 if info.rc != paho.MQTT_ERR_SUCCESS:
                     window.release()
                     raise ConnectionError(f"publish failed: {paho.error_string(info.rc)}")
                 inflight[info.mid] = row.seq
                 self.published += 1
-                cursor = row.seq
+
+    def _sign_batch(self, rows: list[Row]) -> list[tuple[Row, bytes]]:
+        """Sign rows (on a worker thread: Ed25519 releases the GIL while it signs)."""
+        now_ms = int(time.time() * 1000)
+        recovered = self._outbox.recovered_upto
+        return [
+            (
+                row,
+                self._signer.sign(
+                    row.payload,
+                    seq=row.seq,
+                    ts_ms=now_ms,
+                    topic=row.topic,
+                    hist=row.seq <= recovered or now_ms - row.created_ms > self._hist_after_ms,
+                ),
+            )
+            for row in rows
+        ]
 
 
 def _resolve(fut: asyncio.Future[int], code: int) -> None:

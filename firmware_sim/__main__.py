@@ -1,4 +1,4 @@
-"""``python -m firmware_sim meter --port N``: run a simulated device standalone until Ctrl-C."""
+"""``python -m firmware_sim meter --port N [--count K]``: run simulated devices until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import contextlib
 import logging
 
 
-async def _serve_meter(host: str, port: int, seed: int) -> None:
+async def _serve_meters(host: str, port: int, seed: int, count: int) -> None:
     from firmware_sim.meter import MeterSimulator
 
-    async with MeterSimulator(host=host, port=port, seed=seed):
+    async with contextlib.AsyncExitStack() as stack:
+        for i in range(count):
+            await stack.enter_async_context(MeterSimulator(host=host, port=port + i, seed=seed + i))
+        ports = f"{port}..{port + count - 1}" if count > 1 else str(port)
         print(
-            f"simulated meter: Modbus TCP on {host}:{port} (any unit id); Ctrl-C stops", flush=True
+            f"simulated meter: Modbus TCP on {host}:{ports} (any unit id); Ctrl-C stops", flush=True
         )
         await asyncio.Event().wait()
 
@@ -25,10 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--host", default="127.0.0.1")
     m.add_argument("--port", type=int, default=5020)
     m.add_argument("--seed", type=int, default=1)
+    m.add_argument("--count", type=int, default=1, help="serve N meters on consecutive ports")
     args = p.parse_args(argv)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_meter(args.host, args.port, args.seed))
+        asyncio.run(_serve_meters(args.host, args.port, args.seed, args.count))
     return 0
 
 

@@ -47,7 +47,7 @@ async def test_profile_carries_the_simulators_values(
     assert mmxu["PhV"]["phsA"]["cVal"]["mag"] == pytest.approx(st.volts["phsA"], rel=1e-6)
     assert mmxu["W"]["net"]["cVal"]["mag"] == pytest.approx(st.watts["net"], rel=1e-6)
     assert mmxu["Hz"]["mag"] == pytest.approx(st.hz, rel=1e-6)
-    assert mmxu["PhV"]["phsA"]["q"] == {"validity": "good", "source": "process"}
+    assert mmxu["PhV"]["phsA"]["q"] == {"validity": "good"}  # defaults left out
     assert set(mmxu) == {"PhV", "A", "W", "VAr", "VA", "PF", "Hz"}
     mmtr = p["meterReading"]["readingMMTR"]
     assert mmtr["SupWh"]["actVal"] == int(st.import_wh)
