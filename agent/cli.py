@@ -180,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="simulated meter + local broker + agent + verified live view")
     s.add_argument("--duration", type=float, help="stop after S seconds and print a summary")
-    s.add_argument("--broker", help="use a running broker (mqtt://HOST:PORT)")
+    s.add_argument(
+        "--broker", help="mqtt://HOST:PORT of a running broker, or 'embedded' for the built-in one"
+    )
     s.add_argument("--data-dir", help="keep keys and outbox here (default: a temporary folder)")
     s.set_defaults(func=cmd_demo)
     return p

@@ -1,7 +1,8 @@
 """``edgetwin demo``: the whole spine on an embedded default, with nothing to configure.
 
 Starts, all on loopback: the simulated meter (``firmware_sim``), a broker (mosquitto when it is
-installed, else the embedded Python broker ``agent.embedded_broker``; or ``--broker``), the agent
+installed, else the embedded Python broker ``agent.embedded_broker``; ``--broker embedded`` forces
+that one, ``--broker mqtt://HOST:PORT`` uses a running broker), the agent
 with a generated config and key, and a central-side subscriber that verifies every message and
 prints a live line per message. ``--duration`` stops after that many seconds with a summary;
 Ctrl-C stops everything cleanly.
@@ -138,8 +139,8 @@ async def _demo(data: Path, trust: Path, broker_url: str | None, duration: float
     from firmware_sim.meter import MeterSimulator
 
     async with contextlib.AsyncExitStack() as stack:
-        if broker_url is None:
-            if mosquitto_path():
+        if broker_url in (None, "embedded"):
+            if broker_url is None and mosquitto_path():
                 mosq = Mosquitto(data / "broker").start()
                 stack.callback(mosq.stop)
                 broker_url, kind = mosq.url, "mosquitto"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -142,8 +143,11 @@ def test_subscribe_reports_forged_and_tampered_messages_as_invalid(
     assert proc.returncode == 3  # some messages did not verify
 
 
-def test_demo_runs_for_a_duration_with_a_summary(tmp_path: Path) -> None:
-    r = edgetwin("demo", "--duration", "4", "--data-dir", str(tmp_path / "demo"), timeout=60)
+@pytest.mark.parametrize("broker", [[], ["--broker", "embedded"]], ids=["mosquitto", "embedded"])
+def test_demo_runs_for_a_duration_with_a_summary(tmp_path: Path, broker: list[str]) -> None:
+    r = edgetwin(
+        "demo", "--duration", "4", "--data-dir", str(tmp_path / "demo"), *broker, timeout=60
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "MeterReadingProfile" in r.stdout and "verified" in r.stdout
     summary = next(line for line in r.stdout.splitlines() if line.startswith("summary:"))
