@@ -252,7 +252,8 @@ class Outbox:
                 deleted_rows += rows
             await db.execute("COMMIT")
         except BaseException:
-            await db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
+                await db.execute("ROLLBACK")
             raise
         return added, deleted_bytes, deleted_rows
 
@@ -337,7 +338,7 @@ class Outbox:
         }
 
     async def close(self) -> None:
-        """Commit what is queued, stop the writer and close the database."""
+        """Commit what is queued, stop the writer and close the database (always)."""
         self._closing = True
         if self._writer is not None:
             self._writer.cancel()
@@ -345,6 +346,16 @@ class Outbox:
                 await self._writer
             except asyncio.CancelledError:
                 pass
-        await self.commit()
-        await self._save_counters()
-        await self._db.close()
+        try:
+            await self.commit()
+            if self._pending:
+                log.error(
+                    "outbox: %d messages could not be committed before closing (%s)",
+                    len(self._pending),
+                    self.last_error,
+                )
+            await self._save_counters()
+        except sqlite3.Error as err:
+            log.error("outbox: could not save counters while closing: %s", err)
+        finally:
+            await self._db.close()

@@ -129,3 +129,22 @@ async def test_in_flight_rows_are_not_dropped(tmp_path: Path) -> None:
 def test_ranges() -> None:
     assert ranges([5, 1, 2, 3, 7, 8]) == [(1, 3), (5, 5), (7, 8)]
     assert ranges([]) == []
+
+
+async def test_full_disk_keeps_messages_and_retries_without_gaps(tmp_path: Path) -> None:
+    # SQLite's page limit makes the database answer SQLITE_FULL, as a full disk does
+    box = await open_box(tmp_path / "o.db")
+    async with box._db.execute("PRAGMA page_count") as cur:
+        (pages,) = await cur.fetchone()  # type: ignore[misc]
+    await box._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    for _ in range(200):
+        box.submit("t", bytes(4000))
+    await box.commit()
+    status = box.status()
+    assert status["pending"] == 200 and status["write_errors"] == 1
+    assert "full" in str(status["last_error"])
+    await box._db.execute("PRAGMA max_page_count = 1000000")  # space is freed
+    await box.commit()
+    assert box.status()["pending"] == 0 and box.status()["last_error"] is None
+    assert [r.seq for r in await box.fetch(0, 1000)] == list(range(1, 201))  # no gap
+    await box.close()
