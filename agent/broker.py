@@ -42,11 +42,18 @@ class Mosquitto:
     """A mosquitto process; ``start()``/``stop()`` or use as a context manager."""
 
     def __init__(
-        self, workdir: Path, port: int | None = None, *, persistence: bool = False
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        persistence: bool = False,
+        listener_options: list[str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.persistence = persistence
+        # e.g. TLS (cafile / certfile / keyfile) or password_file lines for this listener
+        self.listener_options = listener_options or ["allow_anonymous true"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,8 +67,9 @@ class Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / f"mosquitto-{self.port}.conf"
         lines = [
+            "per_listener_settings true",
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            *self.listener_options,
             "max_queued_messages 1000000",
             f"persistence {'true' if self.persistence else 'false'}",
         ]

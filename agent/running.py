@@ -68,10 +68,8 @@ class RunningDevice:
                     try:
                         await asyncio.wait_for(self.driver.connect(), cfg.timeout_s)
                         connected = True
-                    except (DeviceError, TimeoutError, OSError) as err:
-                        self._failed(err)
-                        await self._clock.sleep(backoff.next())
-                        self._next_slot = None
+                    except Exception as err:
+                        await self._back_off(err, backoff)
                         continue
                 start = self._clock.monotonic()
                 if self._next_slot is None:
@@ -82,12 +80,9 @@ class RunningDevice:
                     )
                 except DeviceRejected as err:  # answered, but refused the whole read
                     self._failed(err)
-                except (DeviceError, TimeoutError, OSError) as err:
-                    await self.driver.close()
+                except Exception as err:  # no answer, a dropped link, or garbage
                     connected = False
-                    self._failed(err)
-                    await self._clock.sleep(backoff.next())
-                    self._next_slot = None  # the schedule restarts after a backoff
+                    await self._back_off(err, backoff)
                     continue
                 else:
                     backoff.reset()
@@ -95,6 +90,15 @@ class RunningDevice:
                 await self._wait_next_slot()
         finally:
             await self.driver.close()
+
+    async def _back_off(self, err: Exception, backoff: Backoff) -> None:
+        """Close the link, mark the device failed, wait out the backoff; the schedule restarts."""
+        if not isinstance(err, DeviceError | TimeoutError | OSError):
+            log.exception("device %s: unexpected error from the driver", self.config.name)
+        await self.driver.close()
+        self._failed(err)
+        await self._clock.sleep(backoff.next())
+        self._next_slot = None
 
     async def _wait_next_slot(self) -> None:
         """Sleep until the next slot of the fixed-rate schedule; skip slots already missed."""

@@ -62,6 +62,7 @@ def config_text(
     deadband_pct: float | None = 0.2,
     integrity_s: float = 60,
     extra: str = "",
+    mqtt_extra: str = "",
 ) -> str:
     """A config with one meter twin per (device name, Modbus port)."""
     mrids = [METER_MRID, OTHER_MRID]
@@ -74,6 +75,7 @@ host = "127.0.0.1"
 port = {mqtt_port}
 reconnect_initial_s = 0.1
 reconnect_max_s = 0.5
+{mqtt_extra}
 [signing]
 key_file = "{key}"
 key_id = "test-agent"

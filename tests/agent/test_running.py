@@ -107,3 +107,28 @@ async def test_a_silent_device_does_not_stop_another(meter: MeterSimulator) -> N
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _BuggyDriver(ModbusTcpDriver):
+    """A driver with a bug (a stand-in for garbage a real device may send, which issue 3's
+    fault-injecting simulators will produce on the wire): every read raises ValueError."""
+
+    async def read(self, points):  # type: ignore[no-untyped-def]
+        raise ValueError("unpack requires a buffer of 4 bytes")
+
+
+async def test_a_driver_bug_marks_the_device_failed_and_is_retried(
+    meter: MeterSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, sink = ManualClock(), Sink()
+    dev = device("m", meter.port, sink, clock)
+    dev.driver = _BuggyDriver(dev.config, POINTS)  # type: ignore[arg-type]
+    task = asyncio.create_task(dev.run())
+    await until(lambda: dev.stats.failures == 1)
+    assert not dev.stats.available and "ValueError" in str(dev.stats.last_error)
+    assert "unexpected error from the driver" in caplog.text
+    clock.advance(8.0)
+    await until(lambda: dev.stats.failures == 2)  # retried after its backoff, task still alive
+    assert not task.done()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

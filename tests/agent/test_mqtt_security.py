@@ -1,0 +1,124 @@
+"""The agent's MQTT session over TLS with a username and password file, against mosquitto."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agent.broker import Mosquitto, free_port
+from firmware_sim.meter import MeterSimulator
+from tests.helpers import until
+from tests.test_end_to_end import running
+
+
+def _cert(subject: str, key, issuer_key, issuer: x509.Name | None, *, ca: bool):  # type: ignore[no-untyped-def]
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(path: Path, obj) -> Path:  # type: ignore[no-untyped-def]
+    if isinstance(obj, x509.Certificate):
+        path.write_bytes(obj.public_bytes(serialization.Encoding.PEM))
+    else:
+        path.write_bytes(
+            obj.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return path
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
+    d = tmp_path / "tls"
+    d.mkdir()
+    ca_key, srv_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = _cert("EdgeTwin test CA", ca_key, ca_key, None, ca=True)
+    srv = _cert("127.0.0.1", srv_key, ca_key, ca.subject, ca=False)
+    ca_pem = _pem(d / "ca.pem", ca)
+    passwd = d / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "edgetwin", "s3cret"], check=True)
+    broker = Mosquitto(
+        tmp_path / "broker",
+        listener_options=[
+            f"cafile {ca_pem}",
+            f"certfile {_pem(d / 'srv.pem', srv)}",
+            f"keyfile {_pem(d / 'srv.key', srv_key)}",
+            "allow_anonymous false",
+            f"password_file {passwd}",
+        ],
+    ).start()
+    yield broker, ca_pem
+    broker.stop()
+
+
+def tls_settings(ca: Path, password_file: Path) -> str:
+    return f'username = "edgetwin"\npassword_file = "{password_file}"\ntls = {{ ca_file = "{ca}" }}'
+
+
+async def test_publishes_over_tls_with_username_and_password_file(
+    secure_broker: tuple[Mosquitto, Path], make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    broker, ca = secure_broker
+    (tmp_path / "mqtt.password").write_text("s3cret\n")
+    async with MeterSimulator(port=free_port()) as sim:
+        cfg = make_config(
+            mqtt_port=broker.port,
+            devices=[("meter1", sim.port)],
+            mqtt_extra=tls_settings(ca, tmp_path / "mqtt.password"),
+        )
+        async with running(cfg) as agent:
+            await until(lambda: agent.publisher.acked >= 2, what="PUBACKs over TLS")  # type: ignore[union-attr]
+
+
+async def test_wrong_password_is_refused_retried_and_nothing_is_lost(
+    secure_broker: tuple[Mosquitto, Path],
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agent.publisher")
+    broker, ca = secure_broker
+    (tmp_path / "mqtt.password").write_text("wrong\n")
+
+    async with MeterSimulator(port=free_port()) as sim:
+        cfg = make_config(
+            mqtt_port=broker.port,
+            devices=[("meter1", sim.port)],
+            mqtt_extra=tls_settings(ca, tmp_path / "mqtt.password"),
+        )
+        async with running(cfg) as agent:
+            await until(lambda: agent.outbox.depth >= 2, what="readings queued")  # type: ignore[union-attr]
+            assert not agent.publisher.connected and agent.publisher.acked == 0  # type: ignore[union-attr]
+    assert "refused the connection" in caplog.text

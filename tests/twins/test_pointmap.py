@@ -1,0 +1,48 @@
+"""Point-map entries: the transform order (mask -> shift -> scale -> offset) and validation."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from twins.pointmap import PointEntry
+
+
+def entry(**kw: object) -> PointEntry:
+    return PointEntry.model_validate({"field": "readingMMXU.Hz", "address": 0, **kw})
+
+
+@pytest.mark.parametrize(
+    ("settings", "raw", "expected"),
+    [
+        pytest.param({}, 60.01, 60.01, id="identity"),
+        pytest.param({"dtype": "uint16", "scale": 0.01}, 6001, 60.01, id="scale"),
+        pytest.param({"dtype": "int16", "scale": 0.1, "offset": -40}, 650, 25.0, id="scale-offset"),
+        pytest.param({"dtype": "uint16", "mask": 0x0F00, "shift": 8}, 0xABCD, 0xB, id="mask-shift"),
+        pytest.param(
+            {"dtype": "uint16", "mask": 0x00FF, "shift": 0, "scale": 2, "offset": 1},
+            0x1234,
+            0x34 * 2 + 1,
+            id="all-four-in-order",
+        ),
+        pytest.param({"dtype": "bool", "table": "coil"}, True, True, id="bool-untouched"),
+        pytest.param({}, None, None, id="invalid-stays-none"),
+    ],
+)
+def test_transform(settings: dict[str, object], raw: object, expected: object) -> None:
+    assert entry(**settings).transform(raw) == pytest.approx(expected)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"mask": 255}, "mask and shift apply to integer types only"),
+        ({"range": [10, 0]}, "high > low"),
+        ({"deadband_pct": 1}, "deadband_pct needs a range"),
+        ({"kind": "gauge"}, "String should match pattern"),
+        ({"order": "ACBD"}, "Input should be 'ABCD'"),
+    ],
+)
+def test_invalid_entries(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        entry(**settings)
