@@ -155,3 +155,22 @@ def test_demo_runs_for_a_duration_with_a_summary(tmp_path: Path, broker: list[st
     assert (tmp_path / "demo" / "keys" / "edgetwin-demo.key").exists()
     assert (tmp_path / "demo" / "keys" / "edgetwin-demo.pub.pem").exists()
     assert (tmp_path / "demo" / "outbox.db").exists()
+
+
+def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "demo", "--data-dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:  # wait for live data before pressing Ctrl-C
+        lines.append(line)
+        if "MeterReadingProfile" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "summary:" in rest and "Traceback" not in rest
