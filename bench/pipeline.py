@@ -47,6 +47,7 @@ from agent.outbox import Outbox
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
 from agent.subscriber import Subscription, Verifier
+from firmware_sim.site import site_config
 from twins.base import TwinSpec
 from twins.meter import MeterTwin
 from twins.pointmap import (
@@ -196,37 +197,19 @@ async def bench_backlog(tmp: Path, port: int, payload: bytes, n: int = 100_000) 
 def write_config(
     path: Path, mqtt_port: int, key: Path, devices: list[int], twins_per_device: int, poll: float
 ) -> None:
-    text = f"""
-agent_id = "bench"
-data_dir = "{path.parent / "data"}"
-status_interval_s = 3600
-[mqtt]
-port = {mqtt_port}
-[signing]
-key_file = "{key}"
-key_id = "bench"
-[reporting]
-integrity_period_s = 60
-"""
-    for d, port in enumerate(devices):
-        text += f"""
-[[devices]]
-name = "d{d}"
-driver = "modbus_tcp"
-host = "127.0.0.1"
-port = {port}
-poll_interval_s = {poll}
-timeout_s = 1.0
-"""
-        for t in range(twins_per_device):
-            text += f"""
-[[twins]]
-mrid = "00000000-0000-4000-8000-{d * 1000 + t:012d}"
-kind = "meter"
-device = "d{d}"
-point_map = "sim_meter"
-"""
-    path.write_text(text)
+    path.write_text(
+        site_config(
+            agent_id="bench",
+            data_dir=path.parent / "data",
+            key_file=key,
+            status_interval_s=3600,
+            mqtt={"port": mqtt_port},
+            meters=[(f"d{i}", port) for i, port in enumerate(devices)],
+            twins_per_meter=twins_per_device,
+            device={"poll_interval_s": poll, "timeout_s": 1.0},
+            reporting={"integrity_period_s": 60},
+        )
+    )
 
 
 def start_sims(port: int, count: int) -> subprocess.Popen[bytes]:
@@ -297,11 +280,8 @@ async def bench_latency(
         cfg = tmp / "lat" / "edgetwin.toml"
         cfg.parent.mkdir()
         write_config(cfg, mqtt_port, key, [sim.port], 1, 0.05)
-        text = cfg.read_text().replace(
-            'point_map = "sim_meter"',
-            'point_map = "sim_meter"\n[twins.overrides."readingMMXU.Hz"]\ndeadband_abs = 0',
-        )
-        cfg.write_text(text)
+        with cfg.open("a") as fh:  # report Hz at every poll: one latency sample per poll
+            fh.write('[twins.overrides."readingMMXU.Hz"]\ndeadband_abs = 0\n')
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent", "--log-level", "warning", "run", str(cfg)]
         )

@@ -15,11 +15,12 @@ import pytest
 from agent.broker import Mosquitto, free_port, mosquitto_path
 from agent.keys import generate, load_trust_dir
 from firmware_sim.meter import MeterSimulator
+from firmware_sim.site import meter_mrid, site_config
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
-METER_MRID = "5f0a3c2e-8d1b-4f7a-9c3e-1b2d3e4f5a6b"
-OTHER_MRID = "0b8e4f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+METER_MRID = meter_mrid(0)  # the twin on the first device
+OTHER_MRID = meter_mrid(1)  # the twin on the second device
 
 
 @pytest.fixture(scope="session")
@@ -61,53 +62,30 @@ def config_text(
     poll_s: float = 0.2,
     deadband_pct: float | None = 0.2,
     integrity_s: float = 60,
-    extra: str = "",
-    mqtt_extra: str = "",
+    mqtt_extra: dict[str, object] | None = None,
 ) -> str:
-    """A config with one meter twin per (device name, Modbus port)."""
-    mrids = [METER_MRID, OTHER_MRID]
-    text = f"""
-agent_id = "test-agent"
-data_dir = "{data_dir}"
-status_interval_s = 3600
-[mqtt]
-host = "127.0.0.1"
-port = {mqtt_port}
-reconnect_initial_s = 0.1
-reconnect_max_s = 0.5
-{mqtt_extra}
-[signing]
-key_file = "{key}"
-key_id = "test-agent"
-[outbox]
-commit_interval_ms = 10
-hist_after_s = 2
-[reporting]
-integrity_period_s = {integrity_s}
-{"" if deadband_pct is None else f"deadband_pct = {deadband_pct}"}
-"""
-    for name, port in devices:
-        text += f"""
-[[devices]]
-name = "{name}"
-driver = "modbus_tcp"
-host = "127.0.0.1"
-port = {port}
-poll_interval_s = {poll_s}
-timeout_s = 0.3
-backoff_initial_s = 0.1
-backoff_max_s = 0.4
-"""
-    for (name, _), mrid in zip(devices, mrids, strict=False):
-        text += f"""
-[[twins]]
-mrid = "{mrid}"
-kind = "meter"
-name = "meter on {name}"
-device = "{name}"
-point_map = "sim_meter"
-"""
-    return text + extra
+    """A test-agent config: one meter twin per (device name, Modbus port), fast retries."""
+    return site_config(
+        agent_id="test-agent",
+        data_dir=data_dir,
+        key_file=key,
+        status_interval_s=3600,
+        mqtt={
+            "port": mqtt_port,
+            "reconnect_initial_s": 0.1,
+            "reconnect_max_s": 0.5,
+            **(mqtt_extra or {}),
+        },
+        meters=devices,
+        device={
+            "poll_interval_s": poll_s,
+            "timeout_s": 0.3,
+            "backoff_initial_s": 0.1,
+            "backoff_max_s": 0.4,
+        },
+        reporting={"integrity_period_s": integrity_s, "deadband_pct": deadband_pct},
+        outbox={"commit_interval_ms": 10, "hist_after_s": 2},
+    )
 
 
 @pytest.fixture

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import logging
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from agent.app import Agent
 from agent.broker import Mosquitto, free_port
 from firmware_sim.meter import MeterSimulator
 from tests.helpers import until
@@ -83,23 +85,28 @@ def secure_broker(tmp_path: Path) -> Iterator[tuple[Mosquitto, Path]]:
     broker.stop()
 
 
-def tls_settings(ca: Path, password_file: Path) -> str:
-    return f'username = "edgetwin"\npassword_file = "{password_file}"\ntls = {{ ca_file = "{ca}" }}'
+@contextlib.asynccontextmanager
+async def agent_with_password(
+    broker: Mosquitto, ca: Path, make_config: Callable[..., Path], folder: Path, password: str
+) -> AsyncIterator[Agent]:
+    """A running agent on a simulated meter, logging in over TLS as ``edgetwin``/``password``."""
+    (folder / "mqtt.password").write_text(password + "\n")
+    mqtt = {
+        "username": "edgetwin",
+        "password_file": folder / "mqtt.password",
+        "tls": {"ca_file": ca},
+    }
+    async with MeterSimulator(port=free_port()) as sim:
+        cfg = make_config(mqtt_port=broker.port, devices=[("meter1", sim.port)], mqtt_extra=mqtt)
+        async with running(cfg) as agent:
+            yield agent
 
 
 async def test_publishes_over_tls_with_username_and_password_file(
     secure_broker: tuple[Mosquitto, Path], make_config: Callable[..., Path], tmp_path: Path
 ) -> None:
-    broker, ca = secure_broker
-    (tmp_path / "mqtt.password").write_text("s3cret\n")
-    async with MeterSimulator(port=free_port()) as sim:
-        cfg = make_config(
-            mqtt_port=broker.port,
-            devices=[("meter1", sim.port)],
-            mqtt_extra=tls_settings(ca, tmp_path / "mqtt.password"),
-        )
-        async with running(cfg) as agent:
-            await until(lambda: agent.publisher.acked >= 2, what="PUBACKs over TLS")  # type: ignore[union-attr]
+    async with agent_with_password(*secure_broker, make_config, tmp_path, "s3cret") as agent:
+        await until(lambda: agent.publisher.acked >= 2, what="PUBACKs over TLS")  # type: ignore[union-attr]
 
 
 async def test_wrong_password_is_refused_retried_and_nothing_is_lost(
@@ -109,16 +116,7 @@ async def test_wrong_password_is_refused_retried_and_nothing_is_lost(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="agent.publisher")
-    broker, ca = secure_broker
-    (tmp_path / "mqtt.password").write_text("wrong\n")
-
-    async with MeterSimulator(port=free_port()) as sim:
-        cfg = make_config(
-            mqtt_port=broker.port,
-            devices=[("meter1", sim.port)],
-            mqtt_extra=tls_settings(ca, tmp_path / "mqtt.password"),
-        )
-        async with running(cfg) as agent:
-            await until(lambda: agent.outbox.depth >= 2, what="readings queued")  # type: ignore[union-attr]
-            assert not agent.publisher.connected and agent.publisher.acked == 0  # type: ignore[union-attr]
+    async with agent_with_password(*secure_broker, make_config, tmp_path, "wrong") as agent:
+        await until(lambda: agent.outbox.depth >= 2, what="readings queued")  # type: ignore[union-attr]
+        assert not agent.publisher.connected and agent.publisher.acked == 0  # type: ignore[union-attr]
     assert "refused the connection" in caplog.text

@@ -1,0 +1,80 @@
+"""Agent configurations for a site of simulated meters (demo, tests and benchmarks use it).
+
+``site_config`` renders one TOML config: one ``modbus_tcp`` device per simulated meter, and
+``twins_per_meter`` meter twins (built-in ``sim_meter`` point map) on each. Settings a caller
+does not give keep the agent's own defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a scalar, path, list or (inline) table."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))  # a TOML basic string
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _table(name: str, values: Mapping[str, Any]) -> str:
+    body = "".join(f"{k} = {toml_value(v)}\n" for k, v in values.items() if v is not None)
+    return f"[{name}]\n{body}"
+
+
+def meter_mrid(meter: int, twin: int = 0) -> str:
+    """A stable mRID for twin ``twin`` of simulated meter ``meter``."""
+    return str(uuid.UUID(int=0x5F0A3C2E_8D1B_4F7A_9C3E_000000000000 + meter * 1000 + twin))
+
+
+def site_config(
+    *,
+    agent_id: str,
+    data_dir: Path | str,
+    key_file: Path | str,
+    mqtt: Mapping[str, Any],
+    meters: Sequence[tuple[str, int]],
+    twins_per_meter: int = 1,
+    device: Mapping[str, Any] | None = None,
+    reporting: Mapping[str, Any] | None = None,
+    outbox: Mapping[str, Any] | None = None,
+    status_interval_s: float | None = None,
+) -> str:
+    """TOML for ``meters`` = [(device name, Modbus TCP port), ...] on 127.0.0.1."""
+    head = {"agent_id": agent_id, "data_dir": data_dir, "status_interval_s": status_interval_s}
+    parts = ["".join(f"{k} = {toml_value(v)}\n" for k, v in head.items() if v is not None)]
+    parts.append(_table("mqtt", mqtt))
+    parts.append(_table("signing", {"key_file": key_file, "key_id": agent_id}))
+    if outbox:
+        parts.append(_table("outbox", outbox))
+    if reporting:
+        parts.append(_table("reporting", reporting))
+    for m, (name, port) in enumerate(meters):
+        settings = {"name": name, "driver": "modbus_tcp", "host": "127.0.0.1", "port": port}
+        parts.append(_table("[devices]", {**settings, **(device or {})}))
+        for t in range(twins_per_meter):
+            parts.append(
+                _table(
+                    "[twins]",
+                    {
+                        "mrid": meter_mrid(m, t),
+                        "kind": "meter",
+                        "name": f"simulated meter {name}" + (f" #{t}" if t else ""),
+                        "device": name,
+                        "point_map": "sim_meter",
+                    },
+                )
+            )
+    return "\n".join(parts)
