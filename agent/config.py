@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent import registry
 from agent.errors import ConfigError, PluginError
+from agent.keys import load_private
 from drivers.base import DeviceConfig
 from twins.base import Twin, TwinSpec
 from twins.pointmap import PointEntry, ReportingSettings, load_raw, merged_points, resolve_path
@@ -160,12 +161,21 @@ def load_config(path: str | Path) -> AgentConfig:
         }
     )
     problems: list[str] = []
+    _check_key(file, agent.signing.key_file, problems)
     named: set[str] = set()
     devices, classes = _devices(file, agent, problems, named)
     twins = _twins(file, base, agent, {d.name: d for d in devices}, named, classes, problems)
     if problems:
         raise ConfigError(problems)
     return AgentConfig(file, agent, devices, classes, twins)
+
+
+def _check_key(file: Path, key_file: Path, problems: list[str]) -> None:
+    """The signing key must be a readable Ed25519 private key (read locally, nothing sent)."""
+    try:
+        load_private(key_file)
+    except ConfigError as err:
+        problems.extend(f"{file}: signing.key_file: {line}" for line in err.problems)
 
 
 def _devices(

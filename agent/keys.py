@@ -45,11 +45,13 @@ def load_private(path: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except OSError as err:
-        raise ConfigError([f"{path}: cannot read signing key: {err.strerror}"]) from err
+        raise ConfigError(
+            [f"cannot read {path}: {err.strerror} (create one with: edgetwin keygen --out {path})"]
+        ) from err
     except ValueError as err:
-        raise ConfigError([f"{path}: not a PEM private key: {err}"]) from err
+        raise ConfigError([f"{path} is not a PEM private key: {err}"]) from err
     if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError([f"{path}: signing key must be Ed25519"])
+        raise ConfigError([f"{path} must be an Ed25519 private key"])
     return key
 
 

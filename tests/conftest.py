@@ -88,6 +88,20 @@ def config_text(
     )
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def example_config(folder: Path, meter_port: int = 5020) -> Path:
+    """The shipped example config, copied to ``folder/packaging`` with the Modbus port set and a
+    key generated where it points (``folder/var/example/keys``)."""
+    text = (ROOT / "packaging" / "edgetwin.example.toml").read_text()
+    path = folder / "packaging" / "edgetwin.example.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text.replace("port = 5020", f"port = {meter_port}"))
+    generate(folder / "var" / "example" / "keys" / "substation-demo-01.key")
+    return path
+
+
 @pytest.fixture
 def make_config(tmp_path: Path, keys: dict[str, Path]) -> Callable[..., Path]:
     def make(**kwargs: object) -> Path:

@@ -9,6 +9,8 @@ import pytest
 
 from agent.config import load_config
 from agent.errors import ConfigError
+from agent.keys import generate
+from tests.conftest import example_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,11 +32,17 @@ point_map = "sim_meter"
 """
 
 
-def test_shipped_example_config_is_valid() -> None:
-    cfg = load_config(ROOT / "packaging" / "edgetwin.example.toml")
+def test_shipped_example_config_is_valid(tmp_path: Path) -> None:
+    cfg = load_config(example_config(tmp_path))
     assert [d.name for d in cfg.devices] == ["meter1"]
     (twin,) = cfg.twins
     assert len(twin.bound_points()) == 28  # 6 quantities x 4 + Hz + 3 counters
+
+
+@pytest.fixture(autouse=True)
+def signing_key(tmp_path: Path) -> Path:
+    """GOOD's key_file, next to the config."""
+    return generate(tmp_path / "k.key")[0]
 
 
 def test_minimal_config_and_defaults(tmp_path: Path) -> None:
@@ -161,6 +169,18 @@ def test_malformed_config_names_file_key_and_expectation(
     message = "\n".join(err.value.problems)
     assert str(path) in message
     assert re.search(expected, message), message
+
+
+def test_missing_or_wrong_signing_key(tmp_path: Path, signing_key: Path) -> None:
+    (tmp_path / "c.toml").write_text(GOOD)
+    signing_key.unlink()
+    with pytest.raises(
+        ConfigError, match=r"c\.toml: signing\.key_file: cannot read .*k\.key.*edgetwin keygen"
+    ):
+        load_config(tmp_path / "c.toml")
+    signing_key.write_text("not a key")
+    with pytest.raises(ConfigError, match=r"signing\.key_file: .*k\.key is not a PEM private key"):
+        load_config(tmp_path / "c.toml")
 
 
 def test_missing_file(tmp_path: Path) -> None:

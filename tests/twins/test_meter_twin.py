@@ -11,6 +11,7 @@ from agent.config import load_config
 from agent.models import FAILURE
 from drivers.modbus import ModbusTcpDriver
 from firmware_sim.meter import MeterSimulator
+from tests.conftest import example_config
 from twins.base import PointMapTwin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,10 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def twin_and_device(meter: MeterSimulator, tmp_path: Path):  # type: ignore[no-untyped-def]
-    text = (ROOT / "packaging" / "edgetwin.example.toml").read_text()
-    text = text.replace("port = 5020", f"port = {meter.port}")
-    (tmp_path / "c.toml").write_text(text)
-    cfg = load_config(tmp_path / "c.toml")
+    cfg = load_config(example_config(tmp_path, meter.port))
     (twin,) = cfg.twins
     assert isinstance(twin, PointMapTwin)
     points = [bp.spec for bp in twin.bound_points()]
