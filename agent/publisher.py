@@ -12,7 +12,8 @@
   everything unacknowledged stays in the outbox and is sent again -- same ``seq``, same payload --
   from the oldest, after a capped, jittered backoff. Receivers may see QoS 1 duplicates; ``seq``
   lets them detect those.
-* Signing happens here, at publish time: ``hist`` is then true to fact, and a key
+* Signing happens here, at publish time, a batch at a time on a worker thread (Ed25519 releases
+  the GIL) while the previous batch is published: ``hist`` is then true to fact, and a key
   rotated during an outage signs the backlog. ``hist`` marks a row left from an earlier run, or
   one older than ``hist_after_s`` when it is sent (queued across an outage or behind a backlog).
 
@@ -183,30 +184,35 @@ class Publisher:
         cursor = 0
         outbox = self._outbox
         signing: asyncio.Task[list[tuple[Row, bytes]]] | None = None
-        while True:
-            if signing is None:
+        try:
+            while True:
+                if signing is None:
+                    outbox.new_rows.clear()
+                    rows = await outbox.fetch(cursor, FETCH_BATCH)
+                    if not rows:
+                        await outbox.new_rows.wait()
+                        continue
+                    signing = asyncio.create_task(asyncio.to_thread(self._sign_batch, rows))
+                batch = await signing
+                cursor = batch[-1][0].seq
+                # sign the next batch on a worker thread while this one is published
                 outbox.new_rows.clear()
                 rows = await outbox.fetch(cursor, FETCH_BATCH)
-                if not rows:
-                    await outbox.new_rows.wait()
-                    continue
-                signing = asyncio.create_task(asyncio.to_thread(self._sign_batch, rows))
-            batch = await signing
-            cursor = batch[-1][0].seq
-            # sign the next batch on a worker thread while this one is published
-            outbox.new_rows.clear()
-            rows = await outbox.fetch(cursor, FETCH_BATCH)
-            signing = (
-                asyncio.create_task(asyncio.to_thread(self._sign_batch, rows)) if rows else None
-            )
-            for row, envelope in batch:
-                await window.acquire()
-                info = client.publish(row.topic, envelope, qos=1, properties=self._props)
-                if info.rc != paho.MQTT_ERR_SUCCESS:
-                    window.release()
-                    raise ConnectionError(f"publish failed: {paho.error_string(info.rc)}")
-                inflight[info.mid] = row.seq
-                self.published += 1
+                signing = (
+                    asyncio.create_task(asyncio.to_thread(self._sign_batch, rows)) if rows else None
+                )
+                for row, envelope in batch:
+                    await window.acquire()
+                    info = client.publish(row.topic, envelope, qos=1, properties=self._props)
+                    if info.rc != paho.MQTT_ERR_SUCCESS:
+                        window.release()
+                        raise ConnectionError(f"publish failed: {paho.error_string(info.rc)}")
+                    inflight[info.mid] = row.seq
+                    self.published += 1
+        finally:
+            if signing is not None:
+                signing.cancel()
+                await asyncio.gather(signing, return_exceptions=True)
 
     def _sign_batch(self, rows: list[Row]) -> list[tuple[Row, bytes]]:
         """Sign rows (on a worker thread: Ed25519 releases the GIL while it signs)."""
