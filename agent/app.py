@@ -83,6 +83,7 @@ class Agent:
                 client_id=a.mqtt.client_id or f"edgetwin-{a.agent_id}",
                 hist_after_s=a.outbox.hist_after_s,
             )
+            shared: dict[str, object] = {}  # resources devices share, e.g. one serial line
             for dev in self.config.devices:
                 points = [
                     bp.spec
@@ -90,7 +91,7 @@ class Agent:
                     if twin.spec.device == dev.name
                     for bp in twin.bound_points()
                 ]
-                driver = self.config.driver_classes[dev.name](dev, points)
+                driver = self.config.driver_classes[dev.name](dev, points, shared)
                 self.devices.append(
                     RunningDevice(dev, driver, points, pipeline.on_readings, self.clock)
                 )

@@ -222,6 +222,7 @@ def _twins(
     mrids: set[str] = set()
     topics: dict[str, str] = {}
     maps: dict[str, list[PointEntry]] = {}
+    shared: dict[str, object] = {}  # as the agent will share links: conflicts show up here
     for i, tc in enumerate(agent.twins):
         where = f"{file}: twins[{i}]"
         if tc.mrid in mrids:
@@ -257,7 +258,7 @@ def _twins(
         try:
             twin = twin_cls(spec)
             # the driver checks, offline, that it can serve every point
-            classes[tc.device](devices[tc.device], [bp.spec for bp in twin.bound_points()])
+            classes[tc.device](devices[tc.device], [bp.spec for bp in twin.bound_points()], shared)
         except ValueError as err:
             problems.append(f"{where}: {err}")
             continue

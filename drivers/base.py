@@ -6,9 +6,11 @@ all of that, so every driver gets the same behaviour.
 
 Call order and guarantees the runtime gives a driver:
 
-1. ``__init__(config, points)`` once, with the validated config model and the points to serve.
-   No I/O here; raise ``ValueError`` for a point the driver cannot serve (the config loader
-   turns it into a ``ConfigError`` naming the point).
+1. ``__init__(config, points, shared)`` once, with the validated config model, the points to
+   serve, and ``shared``: a dict owned by the agent (one per agent) where drivers keep resources
+   several devices use, such as one serial line or one gateway connection for many unit ids.
+   No I/O here; raise ``ValueError`` for a point the driver cannot serve or settings that
+   conflict with a shared resource (the config loader turns it into a ``ConfigError``).
 2. ``connect()`` before the first ``read``; again after any ``DeviceUnavailable`` (the runtime
    calls ``close()`` first and waits out its backoff).
 3. ``read(points)`` at most once at a time per driver instance (never concurrently), always
@@ -71,7 +73,9 @@ class Driver(Protocol):
 
     config_model: ClassVar[type[DeviceConfig]]
 
-    def __init__(self, config: Any, points: Sequence[PointSpec]) -> None: ...
+    def __init__(
+        self, config: Any, points: Sequence[PointSpec], shared: dict[str, Any] | None = None
+    ) -> None: ...
 
     async def connect(self) -> None: ...
 

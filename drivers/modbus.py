@@ -1,8 +1,10 @@
-"""Modbus TCP driver (pymodbus): batched reads, typed decoding, single-point writes.
+"""Modbus drivers (pymodbus): TCP, RTU over a serial line, and RTU framing over TCP.
 
-What it does: turns a set of points into merged block reads (``drivers.modbus_plan``), decodes
-each point from its block in its own word order (``drivers.regcodec``), and maps Modbus exception
+What they do: turn a set of points into merged block reads (``drivers.modbus_plan``), decode
+each point from its block in its own word order (``drivers.regcodec``), and map Modbus exception
 responses to point quality (illegal address -> invalid/badReference, any other -> invalid/failure).
+The three transports differ only in how their shared link (``drivers.modbus_link``) is opened:
+every unit id on one serial port, or behind one TCP address, shares one link and its lock.
 
 What it leaves to the runtime (``agent.running``): polling schedule, timeouts, reconnect backoff,
 availability and logging. pymodbus' own retries and auto-reconnect are switched off so that the
@@ -14,40 +16,64 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client.base import ModbusBaseClient
+from pymodbus.framer import FramerType
 
-from agent.errors import DeviceRejected, DeviceUnavailable
+from agent.errors import DeviceRejected
 from agent.models import BAD_REFERENCE, FAILURE, GOOD, OVERFLOW, Reading, Value
 from drivers.base import DeviceConfig, PointSpec
+from drivers.modbus_link import ModbusLink
 from drivers.modbus_plan import BIT_TABLES, MAX_BITS, MAX_REGISTERS, TABLES, Block, plan_blocks
 from drivers.regcodec import decode, encode, register_count
 
 ILLEGAL_DATA_ADDRESS = 2
 
 
-class ModbusTcpConfig(DeviceConfig):
-    """A Modbus TCP device (or one unit id behind a TCP gateway)."""
+class ModbusConfig(DeviceConfig):
+    """Settings shared by every Modbus transport."""
 
-    host: str
-    port: int = Field(502, ge=1, le=65535)
     unit_id: int = Field(1, ge=0, le=255)
     max_registers_per_request: int = Field(MAX_REGISTERS, ge=1, le=MAX_REGISTERS)
     max_bits_per_request: int = Field(MAX_BITS, ge=1, le=MAX_BITS)
     max_gap: int = Field(10, ge=0, le=MAX_REGISTERS, description="registers read through")
+    inter_frame_delay_ms: float | None = Field(
+        None, ge=0, le=10_000, description="quiet time between frames on the link"
+    )
 
     @model_validator(mode="after")
-    def _backoff_order(self) -> ModbusTcpConfig:
+    def _backoff_order(self) -> ModbusConfig:
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be >= backoff_initial_s")
         return self
 
 
+class ModbusTcpConfig(ModbusConfig):
+    """A Modbus TCP device, or one unit id behind a Modbus TCP gateway."""
+
+    host: str
+    port: int = Field(502, ge=1, le=65535)
+
+
+class ModbusRtuOverTcpConfig(ModbusTcpConfig):
+    """RTU frames (with CRC) carried over TCP, as many serial-to-Ethernet converters do."""
+
+
+class ModbusRtuConfig(ModbusConfig):
+    """A unit on an RS-485/RS-232 line. Defaults follow the Modbus serial spec: 19200 8E1."""
+
+    serial_port: str = Field(min_length=1, description="e.g. /dev/ttyUSB0")
+    baudrate: int = Field(19200, ge=300, le=921_600)
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
 def check_point(point: PointSpec) -> None:
-    """Raise ValueError if this driver cannot serve ``point`` (called at config load)."""
+    """Raise ValueError if a Modbus driver cannot serve ``point`` (called at config load)."""
     if point.table not in TABLES:
         raise ValueError(f"table must be one of {', '.join(TABLES)}, got {point.table!r}")
     if not isinstance(point.address, int) or not 0 <= point.address <= 65535:
@@ -59,24 +85,65 @@ def check_point(point: PointSpec) -> None:
         raise ValueError("register points need a numeric dtype (bool is for coils/discrete)")
 
 
-class ModbusTcpDriver:
-    """One Modbus TCP device; see the module docstring."""
+READS = {
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+}
 
-    config_model: ClassVar[type[DeviceConfig]] = ModbusTcpConfig
 
-    def __init__(self, config: ModbusTcpConfig, points: Sequence[PointSpec]) -> None:
+class ModbusDriver:
+    """One Modbus unit; subclasses say how its link is opened. See the module docstring."""
+
+    config_model: ClassVar[type[DeviceConfig]] = ModbusConfig
+
+    def __init__(
+        self,
+        config: ModbusConfig,
+        points: Sequence[PointSpec],
+        shared: dict[str, Any] | None = None,
+    ) -> None:
         for point in points:
             check_point(point)
         self._config = config
-        self._client: AsyncModbusTcpClient | None = None
+        key, settings = self.link_identity(config)
+        links = shared if shared is not None else {}
+        link = links.get(key)
+        if link is None:
+            link = links[key] = ModbusLink(
+                key,
+                lambda: self.make_client(config),
+                inter_frame_delay=self.inter_frame_delay(config),
+                settings=settings,
+            )
+        elif link.settings != settings:
+            raise ValueError(
+                f"devices on {key} disagree on the link's settings: {link.settings} vs {settings}"
+            )
+        self._link: ModbusLink = link
         self._plans: dict[tuple[PointSpec, ...], list[Block]] = {}
         self._stats = {"requests": 0, "exceptions": 0}
+        self._acquired = False
+
+    @classmethod
+    def link_identity(cls, config: Any) -> tuple[str, tuple[Any, ...]]:
+        """(key of the shared link, settings every device on it must agree on)."""
+        raise NotImplementedError
+
+    @classmethod
+    def make_client(cls, config: Any) -> ModbusBaseClient:
+        raise NotImplementedError
+
+    @classmethod
+    def inter_frame_delay(cls, config: ModbusConfig) -> float:
+        return (config.inter_frame_delay_ms or 0.0) / 1000
 
     @property
     def stats(self) -> dict[str, int]:
         return dict(self._stats)
 
-    async def __aenter__(self) -> ModbusTcpDriver:
+    async def __aenter__(self) -> ModbusDriver:
         await self.connect()
         return self
 
@@ -84,28 +151,19 @@ class ModbusTcpDriver:
         await self.close()
 
     async def connect(self) -> None:
-        cfg = self._config
-        client = AsyncModbusTcpClient(
-            cfg.host,
-            port=cfg.port,
-            timeout=cfg.timeout_s,
-            retries=0,
-            reconnect_delay=0,  # the runtime owns reconnects and their backoff
-        )
-        try:
-            connected = await client.connect()
-        except (OSError, ModbusException) as err:
-            client.close()
-            raise DeviceUnavailable(f"{cfg.host}:{cfg.port}: {err}") from err
-        if not connected:
-            client.close()
-            raise DeviceUnavailable(f"{cfg.host}:{cfg.port}: connection refused or timed out")
-        self._client = client
+        if not self._acquired:
+            self._acquired = True
+            try:
+                await self._link.acquire()
+            except BaseException:
+                self._acquired = False
+                await self._link.release()
+                raise
 
     async def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._acquired:
+            self._acquired = False
+            await self._link.release()
 
     def _plan(self, points: Sequence[PointSpec]) -> list[Block]:
         key = tuple(points)
@@ -121,26 +179,18 @@ class ModbusTcpDriver:
             self._plans[key] = plan
         return plan
 
-    async def _request(self, block: Block) -> Any:
-        client = self._client
-        if client is None or not client.connected:
-            raise DeviceUnavailable("not connected")
-        read = {
-            "holding": client.read_holding_registers,
-            "input": client.read_input_registers,
-            "coil": client.read_coils,
-            "discrete": client.read_discrete_inputs,
-        }[block.table]
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        unit = self._config.unit_id
         self._stats["requests"] += 1
-        try:
-            return await read(block.start, count=block.count, device_id=self._config.unit_id)
-        except ModbusException as err:
-            raise DeviceUnavailable(f"unit {self._config.unit_id}: {err}") from err
+        return await self._link.request(
+            lambda c: getattr(c, method)(*args, device_id=unit, **kwargs),
+            within=self._config.timeout_s,
+        )
 
     async def read(self, points: Sequence[PointSpec]) -> list[Reading]:
         readings: list[Reading] = []
         for block in self._plan(points):
-            response = await self._request(block)
+            response = await self._call(READS[block.table], block.start, count=block.count)
             now = time.time()
             if response.isError():
                 self._stats["exceptions"] += 1
@@ -151,9 +201,8 @@ class ModbusTcpDriver:
             if block.table in BIT_TABLES:
                 bits = response.bits
                 for p in block.points:
-                    readings.append(
-                        Reading(p.key, bool(bits[int(p.address) - block.start]), GOOD, now)
-                    )
+                    bit = bool(bits[int(p.address) - block.start])
+                    readings.append(Reading(p.key, bit, GOOD, now))
                 continue
             regs = response.registers
             for p in block.points:
@@ -166,26 +215,90 @@ class ModbusTcpDriver:
         return readings
 
     async def write(self, point: PointSpec, value: Value) -> None:
-        client = self._client
-        if client is None or not client.connected:
-            raise DeviceUnavailable("not connected")
-        unit = self._config.unit_id
         address = int(point.address)
-        try:
-            if point.table == "coil":
-                response = await client.write_coil(address, bool(value), device_id=unit)
-            elif point.table == "holding":
-                if value is None or isinstance(value, bool):
-                    raise DeviceRejected(f"{point.key}: cannot write {value!r} to a register")
-                regs = encode(value, point.dtype, point.order)
-                if len(regs) == 1:
-                    response = await client.write_register(address, regs[0], device_id=unit)
-                else:
-                    response = await client.write_registers(address, regs, device_id=unit)
+        if point.table == "coil":
+            response = await self._call("write_coil", address, bool(value))
+        elif point.table == "holding":
+            if value is None or isinstance(value, bool):
+                raise DeviceRejected(f"{point.key}: cannot write {value!r} to a register")
+            regs = encode(value, point.dtype, point.order)
+            if len(regs) == 1:
+                response = await self._call("write_register", address, regs[0])
             else:
-                raise DeviceRejected(f"{point.key}: {point.table} is read-only")
-        except ModbusException as err:
-            raise DeviceUnavailable(f"unit {unit}: {err}") from err
+                response = await self._call("write_registers", address, regs)
+        else:
+            raise DeviceRejected(f"{point.key}: {point.table} is read-only")
         if response.isError():
             code = getattr(response, "exception_code", None)
             raise DeviceRejected(f"{point.key}: Modbus exception {code}", code=code)
+
+
+class ModbusTcpDriver(ModbusDriver):
+    """``modbus_tcp``: every unit id behind one host:port shares one connection."""
+
+    config_model = ModbusTcpConfig
+
+    @classmethod
+    def link_identity(cls, config: ModbusTcpConfig) -> tuple[str, tuple[Any, ...]]:
+        return f"tcp:{config.host}:{config.port}", ()
+
+    @classmethod
+    def make_client(cls, config: ModbusTcpConfig) -> ModbusBaseClient:
+        # pymodbus' own retries and reconnects are off: the runtime owns those policies
+        return AsyncModbusTcpClient(
+            config.host, port=config.port, timeout=config.timeout_s, retries=0, reconnect_delay=0
+        )
+
+
+class ModbusRtuOverTcpDriver(ModbusTcpDriver):
+    """``modbus_rtu_over_tcp``: RTU frames through a serial-to-Ethernet converter."""
+
+    config_model = ModbusRtuOverTcpConfig
+
+    @classmethod
+    def link_identity(cls, config: ModbusTcpConfig) -> tuple[str, tuple[Any, ...]]:
+        return f"rtu-over-tcp:{config.host}:{config.port}", ()
+
+    @classmethod
+    def make_client(cls, config: ModbusTcpConfig) -> ModbusBaseClient:
+        return AsyncModbusTcpClient(
+            config.host,
+            port=config.port,
+            framer=FramerType.RTU,
+            timeout=config.timeout_s,
+            retries=0,
+            reconnect_delay=0,
+        )
+
+
+class ModbusRtuDriver(ModbusDriver):
+    """``modbus_rtu``: units on one serial line share it, one request at a time."""
+
+    config_model = ModbusRtuConfig
+
+    @classmethod
+    def link_identity(cls, config: ModbusRtuConfig) -> tuple[str, tuple[Any, ...]]:
+        settings = (config.baudrate, config.parity, config.stopbits, config.bytesize)
+        return f"rtu:{config.serial_port}", settings
+
+    @classmethod
+    def inter_frame_delay(cls, config: ModbusConfig) -> float:
+        """Default: the spec's 3.5 character times, and 1.75 ms above 19200 baud."""
+        assert isinstance(config, ModbusRtuConfig)
+        if config.inter_frame_delay_ms is not None:
+            return config.inter_frame_delay_ms / 1000
+        return 1.75e-3 if config.baudrate > 19200 else 3.5 * 11 / config.baudrate
+
+    @classmethod
+    def make_client(cls, config: ModbusRtuConfig) -> ModbusBaseClient:
+        return AsyncModbusSerialClient(
+            config.serial_port,
+            framer=FramerType.RTU,
+            baudrate=config.baudrate,
+            parity=config.parity,
+            stopbits=config.stopbits,
+            bytesize=config.bytesize,
+            timeout=config.timeout_s,
+            retries=0,
+            reconnect_delay=0,
+        )
