@@ -30,9 +30,14 @@ addr   quantity            type      order  units
 =====  ==================  ========  =====  =====
 
 Addresses outside 0..255 answer "illegal data address". Coil 0 is a writable relay; discrete
-input 0 mirrors the tamper bit. ``fault`` injects misbehaviour: ``"busy"`` (exception 6 on every
-request), ``"silent"`` (never answers), ``("slow", seconds)`` (answers late). Measurements are
-refreshed every ``refresh_s`` (0.1 s), like a real meter's measurement cycle.
+input 0 mirrors the tamper bit. ``fault`` injects misbehaviour per unit: ``"busy"`` (exception 6
+on every request), ``"silent"`` (never answers, the link stays free for other units),
+``("slow", seconds)`` (answers late), ``"garbage"`` (answers with a corrupted frame: a CRC error
+on RTU, a wrong length on TCP). Measurements are refreshed every ``refresh_s`` (0.1 s), like a
+real meter's measurement cycle.
+
+``MeterUnit`` is one meter; ``MeterSimulator`` serves one over Modbus TCP (answering any unit
+id), ``RtuMeterLine`` serves several, each with its own unit id, on one serial port.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from collections.abc import Callable
 from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.regcodec import encode
@@ -94,18 +101,13 @@ def register_image(st: MeterState, tamper: bool = False) -> dict[int, list[int]]
     return img
 
 
-class MeterSimulator:
-    """Serve a ``MeterModel`` on ``host:port``; use as an async context manager.
-
-    ``clock`` returns the time the model is stepped to on every read (default: the event loop's
-    wall clock), so tests can control the physics.
-    """
+class MeterUnit:
+    """One simulated meter: physics, register image, faults, and its pymodbus ``SimDevice``."""
 
     def __init__(
         self,
         *,
-        host: str = "127.0.0.1",
-        port: int = 5020,
+        unit_id: int = 0,
         seed: int = 1,
         clock: Callable[[], float] | None = None,
         model: MeterModel | None = None,
@@ -113,8 +115,7 @@ class MeterSimulator:
     ) -> None:
         import time
 
-        self.host = host
-        self.port = port
+        self.unit_id = unit_id
         self.model = model or MeterModel(seed=seed)
         self._clock = clock or time.time
         self.fault: Fault = None
@@ -123,20 +124,16 @@ class MeterSimulator:
         self.refresh_s = refresh_s
         self._image: dict[int, list[int]] = {}
         self._refreshed: float | None = None
-        self._server: ModbusTcpServer | None = None
 
-    def _device(self) -> SimDevice:
-        regs = [SimData(0, count=REGISTERS, values=0, datatype=DataType.REGISTERS)]
-        bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
+    def device(self) -> SimDevice:
+        def bits() -> list[SimData]:
+            return [SimData(0, count=16, values=False, datatype=DataType.BITS)]
+
+        def regs() -> list[SimData]:
+            return [SimData(0, count=REGISTERS, values=0, datatype=DataType.REGISTERS)]
+
         return SimDevice(
-            id=0,  # answers every unit id
-            simdata=(
-                list(bits),
-                [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-                list(regs),
-                [SimData(0, count=REGISTERS, values=0, datatype=DataType.REGISTERS)],
-            ),
-            action=self._action,
+            id=self.unit_id, simdata=(bits(), bits(), regs(), regs()), action=self._action
         )
 
     async def _action(
@@ -153,7 +150,7 @@ class MeterSimulator:
         if fault == "busy":
             return ExcCodes.DEVICE_BUSY
         if fault == "silent":
-            await asyncio.sleep(3600)
+            raise NoSuchIdException(f"unit {self.unit_id} is silent")  # the server stays mute
         if isinstance(fault, tuple) and fault[0] == "slow":
             await asyncio.sleep(fault[1])
         if function_code in (3, 4):
@@ -175,18 +172,131 @@ class MeterSimulator:
         image[113] = [1 if self.tamper else 0]
         return image
 
+
+def _garbler(units: dict[int, MeterUnit], unit_of: Callable[[bytes], int]) -> Any:
+    """A pymodbus ``trace_packet`` hook corrupting the answers of units whose fault is garbage."""
+
+    def trace(sending: bool, data: bytes) -> bytes:
+        if sending and data:
+            unit = units.get(unit_of(data)) or units.get(0)
+            if unit is not None and unit.fault == "garbage":
+                return data[:-1] + bytes([data[-1] ^ 0xFF])
+        return data
+
+    return trace
+
+
+class _Hosted:
+    """Start/stop plumbing shared by the TCP and serial simulators."""
+
+    _server: ModbusTcpServer | ModbusSerialServer | None = None
+
     async def start(self) -> None:
-        self._server = ModbusTcpServer(self._device(), address=(self.host, self.port))
+        self._server = self._make_server()
         await self._server.serve_forever(background=True)
+
+    def _make_server(self) -> ModbusTcpServer | ModbusSerialServer:
+        raise NotImplementedError
 
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.shutdown()
             self._server = None
 
-    async def __aenter__(self) -> MeterSimulator:
+    async def __aenter__(self) -> Any:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class MeterSimulator(_Hosted):
+    """One meter on ``host:port`` over Modbus TCP (any unit id); an async context manager.
+
+    ``clock`` returns the time the model is stepped to (default: wall time), so tests can
+    control the physics. ``fault``, ``tamper``, ``requests`` and ``model`` are the unit's.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 5020,
+        seed: int = 1,
+        clock: Callable[[], float] | None = None,
+        model: MeterModel | None = None,
+        refresh_s: float = 0.1,
+        framer: FramerType = FramerType.SOCKET,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.framer = framer  # FramerType.RTU: RTU frames over TCP, like a serial converter
+        self.unit = MeterUnit(unit_id=0, seed=seed, clock=clock, model=model, refresh_s=refresh_s)
+
+    @property
+    def model(self) -> MeterModel:
+        return self.unit.model
+
+    @property
+    def requests(self) -> int:
+        return self.unit.requests
+
+    @property
+    def fault(self) -> Fault:
+        return self.unit.fault
+
+    @fault.setter
+    def fault(self, value: Fault) -> None:
+        self.unit.fault = value
+
+    @property
+    def tamper(self) -> bool:
+        return self.unit.tamper
+
+    @tamper.setter
+    def tamper(self, value: bool) -> None:
+        self.unit.tamper = value
+
+    def _make_server(self) -> ModbusTcpServer:
+        unit_byte = 6 if self.framer == FramerType.SOCKET else 0
+        return ModbusTcpServer(
+            self.unit.device(),
+            framer=self.framer,
+            address=(self.host, self.port),
+            ignore_missing_devices=True,
+            trace_packet=_garbler({0: self.unit}, lambda frame: frame[unit_byte]),
+        )
+
+
+class RtuMeterLine(_Hosted):
+    """Several meters on one serial line (RTU framing), e.g. one end of a socat pty pair.
+
+    ``units`` maps unit id -> ``MeterUnit``; an id not on the line gets no answer, like on a
+    real RS-485 bus.
+    """
+
+    def __init__(
+        self,
+        serial_port: str,
+        unit_ids: list[int],
+        *,
+        baudrate: int = 19200,
+        parity: str = "E",
+        seed: int = 1,
+    ) -> None:
+        self.serial_port = serial_port
+        self.baudrate = baudrate
+        self.parity = parity
+        self.units = {uid: MeterUnit(unit_id=uid, seed=seed + uid) for uid in unit_ids}
+
+    def _make_server(self) -> ModbusSerialServer:
+        return ModbusSerialServer(
+            [u.device() for u in self.units.values()],
+            framer=FramerType.RTU,
+            port=self.serial_port,
+            baudrate=self.baudrate,
+            parity=self.parity,
+            ignore_missing_devices=True,
+            trace_packet=_garbler(self.units, lambda frame: frame[0]),
+        )

@@ -112,3 +112,27 @@ def make_config(tmp_path: Path, keys: dict[str, Path]) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture
+def serial_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A real pair of connected pseudo-terminals from socat: (device end, agent end)."""
+    import subprocess
+    import time
+
+    if shutil.which("socat") is None:
+        pytest.fail("socat is not installed: run scripts/system-deps.sh (make test does)")
+    a, b = tmp_path / "ttyDEV", tmp_path / "ttyAGENT"
+    proc = subprocess.Popen(
+        ["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 5
+    while not (a.exists() and b.exists()):
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("socat did not create the pty pair")
+        time.sleep(0.01)
+    yield str(a), str(b)
+    proc.terminate()
+    proc.wait()
