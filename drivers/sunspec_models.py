@@ -130,8 +130,8 @@ def encode_point(
         if value is None:
             raw: int | float = math.nan if missing is None else missing
         elif dtype.startswith("float"):
-            raw = float(value)  # type: ignore[arg-type]
+            raw = float(value)
         else:
-            raw = round(float(value) * 10 ** (-sf))  # type: ignore[arg-type]
+            raw = round(float(value) * 10 ** (-sf))
         words = encode(raw, dtype)
     regs[p.offset : p.offset + p.size] = words
