@@ -105,7 +105,7 @@ class ModbusDriver:
         shared: dict[str, Any] | None = None,
     ) -> None:
         for point in points:
-            check_point(point)
+            self.check_point(point)
         self._config = config
         key, settings = self.link_identity(config)
         links = shared if shared is not None else {}
@@ -125,6 +125,11 @@ class ModbusDriver:
         self._plans: dict[tuple[PointSpec, ...], list[Block]] = {}
         self._stats = {"requests": 0, "exceptions": 0}
         self._acquired = False
+
+    @classmethod
+    def check_point(cls, point: PointSpec) -> None:
+        """Raise ValueError for a point this driver cannot serve (at config load, no I/O)."""
+        check_point(point)
 
     @classmethod
     def link_identity(cls, config: Any) -> tuple[str, tuple[Any, ...]]:

@@ -43,7 +43,7 @@ id), ``RtuMeterLine`` serves several, each with its own unit id, on one serial p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pymodbus.constants import ExcCodes
@@ -101,36 +101,43 @@ def register_image(st: MeterState, tamper: bool = False) -> dict[int, list[int]]
     return img
 
 
-class MeterUnit:
-    """One simulated meter: physics, register image, faults, and its pymodbus ``SimDevice``."""
+class SimUnit:
+    """One simulated Modbus unit: a register image refreshed on a measurement cycle, injectable
+    faults, and its pymodbus ``SimDevice``. Subclasses say what the image holds."""
+
+    register_base = 0
+    register_count = REGISTERS
 
     def __init__(
-        self,
-        *,
-        unit_id: int = 0,
-        seed: int = 1,
-        clock: Callable[[], float] | None = None,
-        model: MeterModel | None = None,
-        refresh_s: float = 0.1,
+        self, *, unit_id: int = 0, clock: Callable[[], float] | None = None, refresh_s: float = 0.1
     ) -> None:
         import time
 
         self.unit_id = unit_id
-        self.model = model or MeterModel(seed=seed)
         self._clock = clock or time.time
         self.fault: Fault = None
-        self.tamper = False
         self.requests = 0
         self.refresh_s = refresh_s
         self._image: dict[int, list[int]] = {}
         self._refreshed: float | None = None
+
+    def build_image(self, now: float) -> dict[int, list[int]]:
+        """Registers to serve, keyed by start address (absolute)."""
+        raise NotImplementedError
 
     def device(self) -> SimDevice:
         def bits() -> list[SimData]:
             return [SimData(0, count=16, values=False, datatype=DataType.BITS)]
 
         def regs() -> list[SimData]:
-            return [SimData(0, count=REGISTERS, values=0, datatype=DataType.REGISTERS)]
+            return [
+                SimData(
+                    self.register_base,
+                    count=self.register_count,
+                    values=0,
+                    datatype=DataType.REGISTERS,
+                )
+            ]
 
         return SimDevice(
             id=self.unit_id, simdata=(bits(), bits(), regs(), regs()), action=self._action
@@ -157,23 +164,53 @@ class MeterUnit:
             for addr, words in self.image().items():
                 offset = addr - start_address
                 registers[offset : offset + len(words)] = words
-        elif function_code == 2:
-            registers[0] = (registers[0] & ~1) | (1 if self.tamper else 0)
+        return self.on_request(function_code, registers)
+
+    def on_request(self, function_code: int, registers: list[int]) -> ExcCodes | None:
+        """Hook for unit-specific behaviour on a request (after the image was served)."""
         return None
 
     def image(self) -> dict[int, list[int]]:
-        """The register image, refreshed from the model at most every ``refresh_s`` (like a
-        real meter's measurement cycle), so one poll's blocks see one consistent snapshot."""
+        """The register image, rebuilt at most every ``refresh_s`` (like a real device's
+        measurement cycle), so one poll's blocks see one consistent snapshot."""
         now = self._clock()
         if self._refreshed is None or now - self._refreshed >= self.refresh_s:
             self._refreshed = now
-            self._image = register_image(self.model.step(now), False)
-        image = dict(self._image)
-        image[113] = [1 if self.tamper else 0]
+            self._image = self.build_image(now)
+        return self._image
+
+
+class MeterUnit(SimUnit):
+    """The three-phase meter of the register map above."""
+
+    def __init__(
+        self,
+        *,
+        unit_id: int = 0,
+        seed: int = 1,
+        clock: Callable[[], float] | None = None,
+        model: MeterModel | None = None,
+        refresh_s: float = 0.1,
+    ) -> None:
+        super().__init__(unit_id=unit_id, clock=clock, refresh_s=refresh_s)
+        self.model = model or MeterModel(seed=seed)
+        self.tamper = False
+
+    def build_image(self, now: float) -> dict[int, list[int]]:
+        return register_image(self.model.step(now), self.tamper)
+
+    def image(self) -> dict[int, list[int]]:
+        image = dict(super().image())
+        image[113] = [1 if self.tamper else 0]  # the status word follows the switch at once
         return image
 
+    def on_request(self, function_code: int, registers: list[int]) -> ExcCodes | None:
+        if function_code == 2:  # discrete input 0 mirrors the tamper switch
+            registers[0] = (registers[0] & ~1) | (1 if self.tamper else 0)
+        return None
 
-def _garbler(units: dict[int, MeterUnit], unit_of: Callable[[bytes], int]) -> Any:
+
+def _garbler(units: Mapping[int, SimUnit], unit_of: Callable[[bytes], int]) -> Any:
     """A pymodbus ``trace_packet`` hook corrupting the answers of units whose fault is garbage."""
 
     def trace(sending: bool, data: bytes) -> bytes:
@@ -211,32 +248,21 @@ class _Hosted:
         await self.stop()
 
 
-class MeterSimulator(_Hosted):
-    """One meter on ``host:port`` over Modbus TCP (any unit id); an async context manager.
-
-    ``clock`` returns the time the model is stepped to (default: wall time), so tests can
-    control the physics. ``fault``, ``tamper``, ``requests`` and ``model`` are the unit's.
-    """
+class TcpSimulator(_Hosted):
+    """One simulated unit served over Modbus TCP on ``host:port`` (answering any unit id)."""
 
     def __init__(
         self,
+        unit: SimUnit,
         *,
         host: str = "127.0.0.1",
         port: int = 5020,
-        seed: int = 1,
-        clock: Callable[[], float] | None = None,
-        model: MeterModel | None = None,
-        refresh_s: float = 0.1,
         framer: FramerType = FramerType.SOCKET,
     ) -> None:
+        self.unit = unit
         self.host = host
         self.port = port
         self.framer = framer  # FramerType.RTU: RTU frames over TCP, like a serial converter
-        self.unit = MeterUnit(unit_id=0, seed=seed, clock=clock, model=model, refresh_s=refresh_s)
-
-    @property
-    def model(self) -> MeterModel:
-        return self.unit.model
 
     @property
     def requests(self) -> int:
@@ -250,14 +276,6 @@ class MeterSimulator(_Hosted):
     def fault(self, value: Fault) -> None:
         self.unit.fault = value
 
-    @property
-    def tamper(self) -> bool:
-        return self.unit.tamper
-
-    @tamper.setter
-    def tamper(self, value: bool) -> None:
-        self.unit.tamper = value
-
     def _make_server(self) -> ModbusTcpServer:
         unit_byte = 6 if self.framer == FramerType.SOCKET else 0
         return ModbusTcpServer(
@@ -267,6 +285,42 @@ class MeterSimulator(_Hosted):
             ignore_missing_devices=True,
             trace_packet=_garbler({0: self.unit}, lambda frame: frame[unit_byte]),
         )
+
+
+class MeterSimulator(TcpSimulator):
+    """The simulated meter over Modbus TCP; an async context manager.
+
+    ``clock`` returns the time the model is stepped to (default: wall time), so tests can
+    control the physics.
+    """
+
+    unit: MeterUnit
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 5020,
+        seed: int = 1,
+        clock: Callable[[], float] | None = None,
+        model: MeterModel | None = None,
+        refresh_s: float = 0.1,
+        framer: FramerType = FramerType.SOCKET,
+    ) -> None:
+        unit = MeterUnit(unit_id=0, seed=seed, clock=clock, model=model, refresh_s=refresh_s)
+        super().__init__(unit, host=host, port=port, framer=framer)
+
+    @property
+    def model(self) -> MeterModel:
+        return self.unit.model
+
+    @property
+    def tamper(self) -> bool:
+        return self.unit.tamper
+
+    @tamper.setter
+    def tamper(self, value: bool) -> None:
+        self.unit.tamper = value
 
 
 class RtuMeterLine(_Hosted):
