@@ -111,10 +111,11 @@ class InverterUnit(SimUnit):
             "DCW": st.dc_w,
             "TmpCab": st.temp_c,
         }
-        sf_of = {p.name: p.sf for p in m103.points.values()}
-        for name, value in values.items():
-            sf = SF_103[sf_of[name]] if isinstance(sf_of[name], str) else 0  # type: ignore[index]
-            encode_point(m103, inv, name, value, sf)
+        for name, measured in values.items():
+            sf_name = m103.points[name].sf
+            encode_point(
+                m103, inv, name, measured, SF_103[sf_name] if isinstance(sf_name, str) else 0
+            )
         for name in (
             "TmpSnk",
             "TmpTrns",
