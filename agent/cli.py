@@ -68,7 +68,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for twin in cfg.twins:
         s = twin.spec
         print(f"  {s.name} ({s.kind}, mRID {s.mrid}) on {s.device}")
-        print(f"    topic {twin.profile.topic(s.topic_prefix, s.mrid)}")
+        for profile in twin.profiles:
+            print(f"    topic {profile.topic(s.topic_prefix, s.mrid)}")
         for bp in twin.bound_points():
             e = bp.entry
             print(
@@ -140,6 +141,15 @@ def _json_default(obj: object) -> object:
     return str(obj)
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    from agent.discover import config_section, discover_modbus
+
+    host, _, port = args.address.partition(":")
+    d = asyncio.run(discover_modbus(host, int(port or 502), args.unit, args.timeout))
+    print(config_section(d), end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -178,6 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, help="stop after S seconds")
     s.add_argument("--max-age", type=float, default=60.0, help="live messages older: stale")
     s.set_defaults(func=cmd_subscribe)
+
+    s = sub.add_parser("discover", help="find what a device offers; print a config section")
+    disc = s.add_subparsers(dest="protocol", required=True)
+    m = disc.add_parser("modbus", help="SunSpec discovery over Modbus TCP")
+    m.add_argument("address", help="HOST[:PORT] (default port 502)")
+    m.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
+    m.add_argument("--timeout", type=float, default=2.0, help="per-request timeout, seconds")
+    m.set_defaults(func=cmd_discover)
 
     s = sub.add_parser("demo", help="simulated meter + local broker + agent + verified live view")
     s.add_argument("--duration", type=float, help="stop after S seconds and print a summary")

@@ -262,10 +262,11 @@ def _twins(
         except ValueError as err:
             problems.append(f"{where}: {err}")
             continue
-        topic = twin.profile.topic(spec.topic_prefix, spec.mrid)
-        if topic in topics:
-            problems.append(f"{where}: topic {topic} is already used by twin {topics[topic]}")
-        topics[topic] = tc.mrid
+        for profile in twin.profiles:
+            topic = profile.topic(spec.topic_prefix, spec.mrid)
+            if topic in topics:
+                problems.append(f"{where}: topic {topic} is already used by twin {topics[topic]}")
+            topics[topic] = tc.mrid
         twins.append(twin)
     return twins
 

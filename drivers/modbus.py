@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -148,7 +148,7 @@ class ModbusDriver:
     def stats(self) -> dict[str, int]:
         return dict(self._stats)
 
-    async def __aenter__(self) -> ModbusDriver:
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 

@@ -4,7 +4,8 @@ On ``connect`` the driver looks for the ``SunS`` marker at 40000, 0 and 50000 (c
 and walks the model chain (ID, length L, next model at address + 2 + L) to the end marker
 0xFFFF. Points are addressed ``<model>.<point>``: a model id (``103.W``) or a family that
 matches whichever of its models the device has (``inverter.W`` for 101-103 / 111-113,
-``meter.PhVphA`` for 201-204 / 211-214, ``der_ac``, ``common``, ``nameplate``). Point maps thus
+``meter.PhVphA`` for 201-204, ``meter_float`` for 211-214, ``der_ac``, ``common``,
+``nameplate``). Point maps thus
 describe an asset model once, whatever the device's address layout.
 
 A poll reads the registers of the models its points need -- their merged span, in the minimum
@@ -133,7 +134,7 @@ class SunSpecDriver(ModbusTcpDriver):
         if not any(name in d.points for d in defs):
             raise ValueError(f"SunSpec model {model} has no point {name!r}")
 
-    async def _read_registers(self, address: int, count: int) -> list[int] | None:
+    async def read_registers(self, address: int, count: int) -> list[int] | None:
         response = await self._call("read_holding_registers", address, count=count)
         return None if response.isError() else list(response.registers)
 
@@ -141,7 +142,7 @@ class SunSpecDriver(ModbusTcpDriver):
         await super().connect()
         try:
             self.models = await discover(
-                self._read_registers, self._sunspec.base_addresses, self._sunspec.max_models
+                self.read_registers, self._sunspec.base_addresses, self._sunspec.max_models
             )
         except BaseException:
             await self.close()
@@ -161,7 +162,7 @@ class SunSpecDriver(ModbusTcpDriver):
         registers: dict[int, int] = {}
         failed: set[int] = set()
         for start, count in spans(list(needed), self._sunspec.max_gap):
-            regs = await self._read_registers(start, count)
+            regs = await self.read_registers(start, count)
             if regs is None:
                 failed.update(range(start, start + count))
                 continue

@@ -52,7 +52,8 @@ FAMILIES: dict[str, tuple[int, ...]] = {
     "common": (1,),
     "inverter": (101, 102, 103, 111, 112, 113),
     "nameplate": (120,),
-    "meter": (201, 202, 203, 204, 211, 212, 213, 214),
+    "meter": (201, 202, 203, 204),  # integer + scale factors, PF in percent
+    "meter_float": (211, 212, 213, 214),  # float32, PF as a ratio
     "der_ac": (701,),
 }
 

@@ -6,8 +6,11 @@ available), asks its report filter what changed enough to report, and turns that
 profile messages. It does no I/O: the pipeline (``agent.pipeline``) moves its messages into the
 outbox. All methods are called from one task at a time.
 
-Asset types with derived quantities or state machines subclass ``PointMapTwin``; a type that is
-fully described by data (like the meter) only names its profile.
+Asset types with derived quantities or state machines subclass ``PointMapTwin`` and override
+``derive``; a type that is fully described by data (like the meter) only names its profiles.
+A twin may publish several profiles (a solar inverter: reading and status); each field belongs
+to the one profile that defines it. A point-map field starting with ``@`` is an input for
+``derive`` only and is never published (e.g. ``@St``, SunSpec's raw operating state).
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ class TwinSpec:
 
 
 class Twin(Protocol):
-    profile: ClassVar[Profile]
+    profiles: ClassVar[tuple[Profile, ...]]
     spec: TwinSpec
 
     def bound_points(self) -> Sequence[BoundPoint]: ...
@@ -123,17 +126,23 @@ def policy_for(
     )
 
 
-class PointMapTwin:
-    """A twin fully described by its profile and point map."""
+INPUT = "@"  # prefix of point-map fields that feed ``derive`` and are not published
 
-    profile: ClassVar[Profile]
+
+class PointMapTwin:
+    """A twin described by its profiles and point map, plus optional derived fields."""
+
+    profiles: ClassVar[tuple[Profile, ...]]
+    #: fields ``derive`` may produce, with their report kind ("state" reports any change)
+    derived_fields: ClassVar[dict[str, str]] = {}
 
     def __init__(self, spec: TwinSpec) -> None:
         self.spec = spec
         self._points: list[BoundPoint] = []
+        self._profile_of: dict[str, Profile] = {}
         for entry in spec.points:
-            if entry.field not in self.profile.fields:
-                raise ValueError(f"{entry.field!r} is not a field of {self.profile.name}")
+            if not entry.field.startswith(INPUT):
+                self._profile_of[entry.field] = self._find_profile(entry.field)
             point_spec = PointSpec(
                 key=f"{spec.mrid}/{entry.field}",
                 address=entry.address,
@@ -142,16 +151,29 @@ class PointMapTwin:
                 order=entry.order,
             )
             self._points.append(BoundPoint(entry.field, point_spec, entry))
+        for name in self.derived_fields:
+            self._profile_of[name] = self._find_profile(name)
         self._by_key = {bp.spec.key: bp for bp in self._points}
         policies = {
             bp.field: policy_for(bp.entry, spec.reporting, spec.overrides.get(bp.field))
             for bp in self._points
         }
+        for name, kind in self.derived_fields.items():
+            policies[name] = ReportPolicy(
+                kind=kind, integrity_period_s=spec.reporting.integrity_period_s or 300.0
+            )
         self._filter = ReportByException(policies)
-        self.topic = self.profile.topic(spec.topic_prefix, spec.mrid)
+        self.topics = {p.name: p.topic(spec.topic_prefix, spec.mrid) for p in self.profiles}
         self._samples: dict[str, Reading] = {}
         self._available = True
         self._last_update: float | None = None
+
+    def _find_profile(self, field: str) -> Profile:
+        for profile in self.profiles:
+            if field in profile.fields:
+                return profile
+        names = " or ".join(p.name for p in self.profiles)
+        raise ValueError(f"{field!r} is not a field of {names}")
 
     def bound_points(self) -> Sequence[BoundPoint]:
         return self._points
@@ -170,15 +192,28 @@ class PointMapTwin:
         if not available:
             self.ingest(Reading(bp.spec.key, None, FAILURE, now) for bp in self._points)
 
+    def derive(self, samples: Mapping[str, Reading]) -> dict[str, Reading]:
+        """Fields computed from other samples (state machines, derived quantities)."""
+        return {}
+
     def report(self, now: float) -> list[Outgoing]:
-        chosen = self._filter.select(self._samples, now)
-        if not chosen:
-            return []
-        samples = {f: self._samples[f] for f in chosen}
-        payload = self.profile.build(
-            mrid=self.spec.mrid, name=self.spec.name, samples=samples, now=now
-        )
-        return [Outgoing(self.topic, payload)]
+        samples = {f: r for f, r in self._samples.items() if not f.startswith(INPUT)}
+        samples.update(self.derive(self._samples))
+        chosen = self._filter.select(samples, now)
+        by_profile: dict[str, dict[str, Reading]] = {}
+        for name in chosen:
+            by_profile.setdefault(self._profile_of[name].name, {})[name] = samples[name]
+        out = []
+        for profile in self.profiles:
+            if profile.name in by_profile:
+                payload = profile.build(
+                    mrid=self.spec.mrid,
+                    name=self.spec.name,
+                    samples=by_profile[profile.name],
+                    now=now,
+                )
+                out.append(Outgoing(self.topics[profile.name], payload))
+        return out
 
     def state(self) -> TwinState:
         return TwinState(

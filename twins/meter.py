@@ -11,4 +11,4 @@ from twins.profiles import METER_READING
 
 
 class MeterTwin(PointMapTwin):
-    profile = METER_READING
+    profiles = (METER_READING,)

@@ -7,6 +7,8 @@ Value types (IEC 61850 common data classes as OpenFMB encodes them):
 * ``CMV``  complex measured value  -> ``{"cVal": {"mag": v}, "q": quality, "t": time}``
 * ``MV``   measured value          -> ``{"mag": v, "q": quality, "t": time}``
 * ``BCR``  binary counter reading  -> ``{"actVal": int, "q": quality, "t": time}``
+* ``SPS``  single point status     -> ``{"stVal": bool, "q": quality, "t": time}``
+* ``ENS``  enumerated status       -> ``{"stVal": "<enum name>", "q": quality, "t": time}``
 
 An invalid sample carries ``q`` and ``t`` but no value.
 """
@@ -76,17 +78,26 @@ def encode_value(cdc: str, sample: Reading) -> dict[str, Any]:
         out["mag"] = float(sample.value)
     elif cdc == "BCR":
         out["actVal"] = int(sample.value)
+    elif cdc == "SPS":
+        out["stVal"] = bool(sample.value)
+    elif cdc == "ENS":
+        out["stVal"] = sample.value
     else:
         raise ValueError(f"unknown value type {cdc!r}")
     return out
 
 
-def _meter_fields() -> dict[str, str]:
+DEL_PHASES = ("net", "phsAB", "phsBC", "phsCA")
+
+
+def _reading_fields() -> dict[str, str]:
+    """readingMMXU (WYE quantities, PPV as DEL, Hz) and readingMMTR counters."""
     fields = {
         f"readingMMXU.{q}.{ph}": "CMV"
         for q in ("PhV", "A", "W", "VAr", "VA", "PF")
         for ph in WYE_PHASES
     }
+    fields.update({f"readingMMXU.PPV.{ph}": "CMV" for ph in DEL_PHASES})
     fields["readingMMXU.Hz"] = "MV"
     for counter in ("TotWh", "SupWh", "DmdWh", "TotVArh", "SupVArh", "DmdVArh", "TotVAh"):
         fields[f"readingMMTR.{counter}"] = "BCR"
@@ -99,7 +110,30 @@ METER_READING = Profile(
     message_info="readingMessageInfo",
     equipment="meter",
     body="meterReading",
-    fields=_meter_fields(),
+    fields=_reading_fields(),
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (METER_READING,)}
+SOLAR_READING = Profile(
+    module="solarmodule",
+    name="SolarReadingProfile",
+    message_info="readingMessageInfo",
+    equipment="solarInverter",
+    body="solarReading",
+    fields=_reading_fields(),
+)
+
+_ZGEN = "solarStatusZGEN.solarEventAndStatusZGEN"
+SOLAR_STATUS = Profile(
+    module="solarmodule",
+    name="SolarStatusProfile",
+    message_info="statusMessageInfo",
+    equipment="solarInverter",
+    body="solarStatus",
+    fields={
+        f"{_ZGEN}.GnSynSt": "SPS",  # synchronised to the grid and producing
+        f"{_ZGEN}.PointStatus.state": "ENS",  # StateKind: off / on / standby
+        f"{_ZGEN}.logicalNodeForEventAndStatus.EEHealth": "ENS",  # HealthKind: OK / Alarm
+    },
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (METER_READING, SOLAR_READING, SOLAR_STATUS)}
