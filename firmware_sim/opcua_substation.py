@@ -1,0 +1,199 @@
+"""A simulated substation served over OPC UA (asyncua's server).
+
+Address space, namespace ``urn:edgetwin:substation`` (string node ids, also browsable by name)::
+
+    Objects/Substation/
+        Breaker1..N/    Position (Boolean, true = closed), TripCount (UInt32)
+        Transformer1/   TapPosition (Int32, -16..16), OilTemp, WindingTemp (Double, degC)
+        Feeder1..N/     W, VAr (Double), A (Double), V (Double, line-to-neutral)
+
+Node ids are ``ns=<ns>;s=<Object>.<Variable>``, e.g. ``ns=2;s=Feeder1.W``. Values move every
+``update_s`` (a daily load shape with noise; temperatures follow the load). Security: with
+``secure=True`` only Basic256Sha256 Sign and SignAndEncrypt endpoints are offered, the server has
+its own certificate (``server_cert``), and clients must log in as ``username``/``password``.
+``restart()`` stops and starts the server on the same port (a fault scenario); node ids stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import socket
+from pathlib import Path
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.crypto.permission_rules import User, UserRole
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+NAMESPACE = "urn:edgetwin:substation"
+APP_URI = "urn:edgetwin:substation-simulator"
+
+
+class _Users:
+    def __init__(self, username: str, password: str) -> None:
+        self._credentials = (username, password)
+
+    def get_user(
+        self, iserver: Any, username: Any = None, password: Any = None, certificate: Any = None
+    ) -> User | None:
+        if (username, password) == self._credentials:
+            return User(role=UserRole.User)
+        return None
+
+
+class SubstationSimulator:
+    def __init__(
+        self,
+        *,
+        port: int,
+        breakers: int = 2,
+        feeders: int = 2,
+        secure: bool = False,
+        cert_dir: Path | None = None,
+        username: str = "edgetwin",
+        password: str = "s3cret",
+        update_s: float = 0.1,
+        seed: int = 1,
+    ) -> None:
+        self.port = port
+        self.url = f"opc.tcp://127.0.0.1:{port}/edgetwin/substation"
+        self.breakers = breakers
+        self.feeders = feeders
+        self.secure = secure
+        self.cert_dir = cert_dir
+        self.username, self.password = username, password
+        self.update_s = update_s
+        self._rng = random.Random(seed)
+        self.values: dict[str, Any] = {}
+        self.ns = 2
+        self._server: Server | None = None
+        self._nodes: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.tap = 0
+
+    @property
+    def server_cert(self) -> Path:
+        assert self.cert_dir is not None
+        return self.cert_dir / "server-cert.der"
+
+    def node_id(self, name: str) -> str:
+        return f"ns={self.ns};s={name}"
+
+    def variables(self) -> list[str]:
+        names = []
+        for b in range(1, self.breakers + 1):
+            names += [f"Breaker{b}.Position", f"Breaker{b}.TripCount"]
+        names += ["Transformer1.TapPosition", "Transformer1.OilTemp", "Transformer1.WindingTemp"]
+        for f in range(1, self.feeders + 1):
+            names += [f"Feeder{f}.{q}" for q in ("W", "VAr", "A", "V")]
+        return names
+
+    def _initial(self, name: str) -> Any:
+        if name.endswith(".Position"):
+            return True
+        if name.endswith(".TripCount"):
+            return ua.Variant(0, ua.VariantType.UInt32)
+        if name.endswith("TapPosition"):
+            return ua.Variant(0, ua.VariantType.Int32)
+        return 0.0
+
+    async def start(self) -> None:
+        server = Server()
+        if self.secure:
+            server.iserver.user_manager = _Users(self.username, self.password)  # type: ignore[assignment]
+        await server.init()
+        server.set_endpoint(f"opc.tcp://127.0.0.1:{self.port}/edgetwin/substation")
+        server.set_server_name("EdgeTwin simulated substation")
+        await server.set_application_uri(APP_URI)
+        if self.secure:
+            assert self.cert_dir is not None, "a secure server needs cert_dir"
+            self.cert_dir.mkdir(parents=True, exist_ok=True)
+            key = self.cert_dir / "server-key.pem"
+            await setup_self_signed_certificate(
+                key,
+                self.server_cert,
+                APP_URI,
+                socket.gethostname(),
+                [ExtendedKeyUsageOID.SERVER_AUTH],
+                {"commonName": "EdgeTwin substation"},
+            )
+            await server.load_certificate(str(self.server_cert))
+            await server.load_private_key(str(key))
+            server.set_security_policy(
+                [
+                    ua.SecurityPolicyType.Basic256Sha256_Sign,
+                    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+                ]
+            )
+            server.set_identity_tokens([ua.UserNameIdentityToken])
+        self.ns = await server.register_namespace(NAMESPACE)
+        root = await server.nodes.objects.add_object(self.node_id("Substation"), "Substation")
+        objects: dict[str, Any] = {}
+        for name in self.variables():
+            obj_name, var = name.split(".")
+            if obj_name not in objects:
+                objects[obj_name] = await root.add_object(self.node_id(obj_name), obj_name)
+            value = self.values.get(name, self._initial(name))
+            node = await objects[obj_name].add_variable(self.node_id(name), var, value)
+            if name.endswith(".Position") or name.endswith("TapPosition"):
+                await node.set_writable()
+            self._nodes[name] = node
+        await server.start()
+        self._server = server
+        self._task = asyncio.create_task(self._update_loop(), name="substation-sim")
+
+    async def _update_loop(self) -> None:
+        t = 0.0
+        while True:
+            await self.step(t)
+            t += self.update_s
+            await asyncio.sleep(self.update_s)
+
+    async def step(self, t: float) -> None:
+        """Move the measurements (also callable by tests for deterministic values)."""
+        load = 0.6 + 0.3 * math.sin(t / 60.0)
+        for f in range(1, self.feeders + 1):
+            closed = self.values.get(f"Breaker{min(f, self.breakers)}.Position", True)
+            w = (2e6 * load * (1 + self._rng.gauss(0, 0.01))) if closed else 0.0
+            v = 7200.0 * (1 + self._rng.gauss(0, 0.002))
+            await self._set(f"Feeder{f}.W", w)
+            await self._set(f"Feeder{f}.VAr", w * 0.3)
+            await self._set(f"Feeder{f}.V", v)
+            await self._set(f"Feeder{f}.A", math.hypot(w, w * 0.3) / 3 / v)
+        await self._set("Transformer1.OilTemp", 45.0 + 30.0 * load)
+        await self._set("Transformer1.WindingTemp", 55.0 + 45.0 * load)
+
+    async def _set(self, name: str, value: float) -> None:
+        self.values[name] = value
+        if name in self._nodes:
+            await self._nodes[name].write_value(value)
+
+    async def read(self, name: str) -> Any:
+        return await self._nodes[name].read_value()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._server is not None:
+            for name, node in self._nodes.items():  # keep values across a restart
+                self.values[name] = await node.read_value()
+            await self._server.stop()
+            self._server = None
+            self._nodes = {}
+
+    async def restart(self, down_s: float = 0.0) -> None:
+        await self.stop()
+        await asyncio.sleep(down_s)
+        await self.start()
+
+    async def __aenter__(self) -> SubstationSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
