@@ -163,7 +163,7 @@ def load_config(path: str | Path) -> AgentConfig:
     problems: list[str] = []
     _check_key(file, agent.signing.key_file, problems)
     named: set[str] = set()
-    devices, classes = _devices(file, agent, problems, named)
+    devices, classes = _devices(file, base, agent, problems, named)
     twins = _twins(file, base, agent, {d.name: d for d in devices}, named, classes, problems)
     if problems:
         raise ConfigError(problems)
@@ -179,7 +179,7 @@ def _check_key(file: Path, key_file: Path, problems: list[str]) -> None:
 
 
 def _devices(
-    file: Path, agent: AgentFile, problems: list[str], seen_names: set[str]
+    file: Path, base: Path, agent: AgentFile, problems: list[str], seen_names: set[str]
 ) -> tuple[list[DeviceConfig], dict[str, type]]:
     devices: list[DeviceConfig] = []
     classes: dict[str, type] = {}
@@ -201,6 +201,8 @@ def _devices(
         except ValidationError as err:
             problems.extend(_problems(file, ["devices", i], err))
             continue
+        paths = {k: _absolute(base, v) for k, v in device if isinstance(v, Path)}
+        device = device.model_copy(update=paths)  # driver files relative to the config
         if device.name in seen:
             problems.append(f"{file}: devices[{i}].name: duplicate device name {device.name!r}")
         seen.add(device.name)

@@ -57,6 +57,7 @@ class SubstationSimulator:
         password: str = "s3cret",
         update_s: float = 0.1,
         seed: int = 1,
+        extra_namespaces: tuple[str, ...] = (),
     ) -> None:
         self.port = port
         self.url = f"opc.tcp://127.0.0.1:{port}/edgetwin/substation"
@@ -73,6 +74,8 @@ class SubstationSimulator:
         self._nodes: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
         self.tap = 0
+        # registered before ours: changing them between restarts renumbers our namespace
+        self.extra_namespaces = extra_namespaces
 
     @property
     def server_cert(self) -> Path:
@@ -129,6 +132,8 @@ class SubstationSimulator:
                 ]
             )
             server.set_identity_tokens([ua.UserNameIdentityToken])
+        for uri in self.extra_namespaces:
+            await server.register_namespace(uri)
         self.ns = await server.register_namespace(NAMESPACE)
         root = await server.nodes.objects.add_object(self.node_id("Substation"), "Substation")
         objects: dict[str, Any] = {}

@@ -1,0 +1,175 @@
+"""The OPC UA driver against the simulated substation (a real asyncua server on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.broker import free_port
+from agent.clock import ManualClock
+from agent.errors import DeviceError
+from agent.models import Validity
+from agent.running import RunningDevice
+from drivers.base import PointSpec
+from drivers.opcua import OpcUaConfig, OpcUaDriver
+from firmware_sim.opcua_substation import NAMESPACE, SubstationSimulator
+from tests.agent.test_running import Sink
+from tests.helpers import until
+
+logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+
+W = PointSpec("w", f"nsu={NAMESPACE};s=Feeder1.W")
+POSITION = PointSpec("pos", "ns=2;s=Breaker1.Position")
+TAP = PointSpec("tap", f"nsu={NAMESPACE};s=Transformer1.TapPosition")
+MISSING = PointSpec("missing", "ns=2;s=Feeder9.W")
+
+
+def cfg(url: str, **kw: Any) -> OpcUaConfig:
+    return OpcUaConfig(
+        name="sub",
+        driver="opcua",
+        url=url,
+        timeout_s=2.0,
+        poll_interval_s=1.0,
+        backoff_initial_s=2.0,
+        backoff_max_s=2.0,
+        publishing_interval_ms=50,
+        **kw,
+    )
+
+
+@pytest.fixture
+async def plain() -> AsyncIterator[SubstationSimulator]:
+    async with SubstationSimulator(port=free_port()) as sim:
+        yield sim
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_values_and_qualities(plain: SubstationSimulator, mode: str) -> None:
+    points = [W, POSITION, TAP, MISSING]
+    async with OpcUaDriver(cfg(plain.url, mode=mode), points) as drv:
+        await asyncio.sleep(0.3)  # let values move and (subscribe) notifications arrive
+        got = {r.point: r for r in await drv.read(points)}
+        assert got["w"].value == pytest.approx(await plain.read("Feeder1.W"), rel=0.05)
+        assert got["pos"].value is True and got["tap"].value == 0
+        assert got["missing"].value is None
+        assert got["missing"].quality.validity is Validity.INVALID
+        assert "badReference" in got["missing"].quality.detail
+
+
+async def test_subscription_follows_changes_without_polling_the_server(
+    plain: SubstationSimulator,
+) -> None:
+    async with OpcUaDriver(cfg(plain.url, mode="subscribe"), [W]) as drv:
+        await drv.read([W])
+        requests = drv.stats["requests"]
+        await asyncio.sleep(0.3)
+        first = (await drv.read([W]))[0].value
+        await until(lambda: plain.values["Feeder1.W"] != first)
+        await asyncio.sleep(0.2)
+        (latest,) = await drv.read([W])
+        assert latest.value == pytest.approx(plain.values["Feeder1.W"], rel=0.05)
+        assert drv.stats["requests"] == requests  # reads come from the notifications
+
+
+async def test_write_reaches_the_server(plain: SubstationSimulator) -> None:
+    async with OpcUaDriver(cfg(plain.url), [POSITION, TAP]) as drv:
+        await drv.write(POSITION, False)
+        await drv.write(TAP, 3)
+    assert await plain.read("Breaker1.Position") is False
+    assert await plain.read("Transformer1.TapPosition") == 3
+
+
+@pytest.fixture
+async def secure(tmp_path: Path) -> AsyncIterator[tuple[SubstationSimulator, Path]]:
+    async with SubstationSimulator(port=free_port(), secure=True, cert_dir=tmp_path / "srv") as sim:
+        trust = tmp_path / "trust"
+        trust.mkdir()
+        shutil.copy(sim.server_cert, trust / "substation.der")
+        yield sim, tmp_path
+
+
+def secure_cfg(sim: SubstationSimulator, folder: Path, **kw: Any) -> OpcUaConfig:
+    settings: dict[str, Any] = {
+        "security": "sign_and_encrypt",
+        "certificate": folder / "agent" / "cert.der",
+        "private_key": folder / "agent" / "key.pem",
+        "trust_dir": folder / "trust",
+        "username": "edgetwin",
+        "password": "s3cret",
+        **kw,
+    }
+    return cfg(sim.url, **settings)
+
+
+@pytest.mark.parametrize("security", ["sign", "sign_and_encrypt"])
+async def test_basic256sha256_with_username(
+    secure: tuple[SubstationSimulator, Path], security: str
+) -> None:
+    sim, folder = secure
+    async with OpcUaDriver(secure_cfg(sim, folder, security=security), [W]) as drv:
+        (r,) = await drv.read([W])
+    assert r.quality.is_good and r.value > 0  # type: ignore[operator]
+    assert (folder / "agent" / "cert.der").exists()  # the agent's certificate was generated
+
+
+@pytest.mark.parametrize(
+    "problem",
+    ["wrong-password", "untrusted-server", "no-security"],
+)
+async def test_refused_connections(secure: tuple[SubstationSimulator, Path], problem: str) -> None:
+    sim, folder = secure
+    if problem == "wrong-password":
+        config = secure_cfg(sim, folder, password="guess")
+    elif problem == "untrusted-server":
+        other = folder / "other"  # trusts some other server's certificate, not this one
+        async with SubstationSimulator(port=free_port(), secure=True, cert_dir=other / "srv") as o:
+            (other / "trust").mkdir()
+            shutil.copy(o.server_cert, other / "trust" / "other.der")
+        config = secure_cfg(sim, folder, trust_dir=other / "trust")
+    else:
+        config = cfg(sim.url)  # the server offers no unsecured endpoint
+    with pytest.raises(DeviceError):
+        await OpcUaDriver(config, [W]).connect()
+
+
+async def test_an_empty_trust_folder_is_a_clear_refusal(
+    secure: tuple[SubstationSimulator, Path],
+) -> None:
+    sim, folder = secure
+    (folder / "empty").mkdir()
+    with pytest.raises(DeviceError, match="no trusted server certificate"):
+        await OpcUaDriver(secure_cfg(sim, folder, trust_dir=folder / "empty"), [W]).connect()
+
+
+@pytest.mark.parametrize("mode", ["poll", "subscribe"])
+async def test_server_restart_heals_and_node_ids_are_resolved_again(
+    plain: SubstationSimulator, mode: str
+) -> None:
+    clock, sink = ManualClock(), Sink()
+    config = cfg(plain.url, mode=mode)
+    dev = RunningDevice(config, OpcUaDriver(config, [W]), [W], sink, clock)
+    task = asyncio.create_task(dev.run())
+    await until(lambda: dev.stats.polls == 1)
+    plain.extra_namespaces = ("urn:another:vendor",)  # our namespace moves from ns=2 to ns=3
+    await plain.restart(down_s=0.2)
+    assert plain.ns == 3
+    for _ in range(20):
+        clock.advance(1.0)
+        await asyncio.sleep(0.05)
+        if dev.stats.failures >= 1 and dev.stats.available:
+            break
+    await until(lambda: dev.stats.failures >= 1 and dev.stats.available, what="recovery")
+    polls = dev.stats.polls
+    clock.advance(1.0)
+    await until(lambda: dev.stats.polls > polls)
+    last = sink.of("sub")[-1][1][0]
+    assert last.quality.is_good and last.value > 0  # type: ignore[operator]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
