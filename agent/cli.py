@@ -26,6 +26,7 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
             level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -150,6 +151,30 @@ def cmd_discover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_discover_opcua(args: argparse.Namespace) -> int:
+    import re
+
+    from agent.discover import browse_opcua, opcua_section
+    from drivers.opcua import OpcUaConfig
+
+    settings = {
+        k: v
+        for k, v in vars(args).items()
+        if v is not None
+        and k
+        in ("security", "certificate", "private_key", "trust_dir", "username", "password_file")
+    }
+    config = OpcUaConfig(
+        name="discover", driver="opcua", url=args.url, timeout_s=args.timeout, **settings
+    )
+    variables = asyncio.run(browse_opcua(config))
+    if args.match:
+        pattern = re.compile(args.match)
+        variables = [v for v in variables if pattern.search(v.path)]
+    print(opcua_section(args.url, variables), end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -196,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
     m.add_argument("--timeout", type=float, default=2.0, help="per-request timeout, seconds")
     m.set_defaults(func=cmd_discover)
+    o = disc.add_parser("opcua", help="browse an OPC UA server's Objects")
+    o.add_argument("url", help="opc.tcp://HOST:PORT/PATH")
+    o.add_argument("--match", help="only variables whose browse path matches this regex")
+    o.add_argument("--timeout", type=float, default=5.0)
+    o.add_argument("--security", choices=["none", "sign", "sign_and_encrypt"])
+    o.add_argument("--certificate", type=Path, help="the agent's certificate (made if missing)")
+    o.add_argument("--private-key", type=Path)
+    o.add_argument("--trust-dir", type=Path, help="folder of trusted server certificates")
+    o.add_argument("--username")
+    o.add_argument("--password-file", type=Path)
+    o.set_defaults(func=cmd_discover_opcua)
 
     s = sub.add_parser("demo", help="simulated meter + local broker + agent + verified live view")
     s.add_argument("--duration", type=float, help="stop after S seconds and print a summary")

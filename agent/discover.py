@@ -2,7 +2,9 @@
 
 ``discover_modbus`` finds a SunSpec device's models (the ``sunspec`` driver's discovery), reads
 its common model (manufacturer, model, serial number) and proposes one twin per model EdgeTwin
-has a point map for. The output is TOML to paste into a config, with new mRIDs; nothing is
+has a point map for. ``browse_opcua`` walks an OPC UA server's Objects folder and lists its
+variables (node ids in the ``nsu=`` form, which survives namespace renumbering); the chosen ones
+become points, and an object holding feeder quantities (W, VAr, A, V, Hz) becomes a meter twin. The output is TOML to paste into a config, with new mRIDs; nothing is
 written anywhere. Talks only to the address it is given.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from drivers.sunspec import FoundModel, SunSpecConfig, SunSpecDriver
 from drivers.sunspec_models import decode_point, model_def
@@ -99,4 +102,105 @@ def config_section(d: Discovery) -> str:
             f"device = {toml_value(device)}",
             f"point_map = {toml_value(point_map)}",
         ]
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class UaVariable:
+    path: str  # browse names from Objects, e.g. Substation/Feeder1/W
+    node_id: str  # nsu=<namespace uri>;s=...
+    data_type: str
+    value: object
+
+
+#: variable name -> MeterReadingProfile field, for objects that look like a feeder
+FEEDER_FIELDS = {
+    "W": "readingMMXU.W.net",
+    "VAr": "readingMMXU.VAr.net",
+    "VA": "readingMMXU.VA.net",
+    "A": "readingMMXU.A.net",
+    "V": "readingMMXU.PhV.net",
+    "PF": "readingMMXU.PF.net",
+    "Hz": "readingMMXU.Hz",
+}
+
+
+async def browse_opcua(config: Any, max_depth: int = 8) -> list[UaVariable]:
+    """Every variable below Objects (the Server object excepted), depth first."""
+    from asyncua import ua
+
+    from drivers.opcua import OpcUaDriver
+
+    driver = OpcUaDriver(config, [])
+    await driver.connect()
+    try:
+        client = driver.session
+        namespaces = await client.get_namespace_array()
+        found: list[UaVariable] = []
+
+        async def walk(node: Any, path: list[str], depth: int) -> None:
+            for child in await node.get_children():
+                if child.nodeid == ua.NodeId(ua.ObjectIds.Server):
+                    continue
+                name = (await child.read_browse_name()).Name
+                node_class = await child.read_node_class()
+                if node_class == ua.NodeClass.Variable:
+                    nid = child.nodeid
+                    ident = nid.to_string().split(";", 1)[-1]
+                    uri = namespaces[nid.NamespaceIndex]
+                    try:
+                        value = await child.read_value()
+                        vtype = (await child.read_data_type_as_variant_type()).name
+                    except ua.UaError:
+                        value, vtype = None, "?"
+                    found.append(
+                        UaVariable("/".join([*path, name]), f"nsu={uri};{ident}", vtype, value)
+                    )
+                elif node_class == ua.NodeClass.Object and depth < max_depth:
+                    await walk(child, [*path, name], depth + 1)
+
+        await walk(client.nodes.objects, [], 0)
+        return found
+    finally:
+        await driver.close()
+
+
+def opcua_section(url: str, variables: list[UaVariable], device: str = "opcua-server") -> str:
+    """TOML: the device, a meter twin per feeder-like object, the other variables listed."""
+    out = [f"# OPC UA server {url}: {len(variables)} variables"]
+    out += [f"#   {v.path:<40} {v.data_type:<8} {v.node_id}  (now {v.value!r})" for v in variables]
+    out += [
+        "",
+        "[[devices]]",
+        f"name = {toml_value(device)}",
+        'driver = "opcua"',
+        f"url = {toml_value(url)}",
+        'mode = "subscribe"',
+        "poll_interval_s = 1.0",
+    ]
+    by_object: dict[str, list[UaVariable]] = {}
+    for v in variables:
+        by_object.setdefault(v.path.rsplit("/", 1)[0], []).append(v)
+    for obj, members in by_object.items():
+        points = [
+            (FEEDER_FIELDS[v.path.rsplit("/", 1)[1]], v)
+            for v in members
+            if v.path.rsplit("/", 1)[1] in FEEDER_FIELDS
+        ]
+        if len(points) < 2:
+            continue
+        out += [
+            "",
+            "[[twins]]",
+            f'mrid = "{uuid.uuid4()}"',
+            'kind = "meter"',
+            f"name = {toml_value(obj)}",
+            f"device = {toml_value(device)}",
+            "points = [",
+        ]
+        out += [
+            f"    {{ field = {toml_value(f)}, address = {toml_value(v.node_id)} }},"
+            for f, v in points
+        ]
+        out.append("]")
     return "\n".join(out) + "\n"

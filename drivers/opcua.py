@@ -115,6 +115,13 @@ class OpcUaDriver:
     def stats(self) -> dict[str, int]:
         return {**self._stats, "notifications": len(self._cache.latest)}
 
+    @property
+    def session(self) -> Any:
+        """The connected asyncua client, for optional abilities such as browsing."""
+        if self._client is None:
+            raise DeviceUnavailable("not connected")
+        return self._client
+
     async def __aenter__(self) -> OpcUaDriver:
         await self.connect()
         return self

@@ -1,0 +1,64 @@
+"""OPC UA end to end: ``edgetwin discover opcua`` proposes a config for the simulated substation,
+the agent runs it (subscription mode), and a verifying subscriber gets the feeder's readings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.broker import Mosquitto, free_port
+from firmware_sim.opcua_substation import SubstationSimulator
+from firmware_sim.site import site_config
+from tests.helpers import until
+from tests.test_end_to_end import running, subscribed
+
+logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+
+
+async def test_discovered_feeder_is_published(
+    tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
+) -> None:
+    async with SubstationSimulator(port=free_port()) as sim:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent",
+            "discover",
+            "opcua",
+            sim.url,
+            "--match",
+            "Feeder1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        section = out.decode()
+        assert "Substation/Feeder1/W" in section and "Feeder2" not in section
+        head = site_config(
+            agent_id="test-agent",
+            data_dir=tmp_path / "data",
+            key_file=keys["private"],
+            mqtt={"port": mosquitto.port},
+            meters=[],
+            status_interval_s=3600,
+        )
+        cfg = tmp_path / "edgetwin.toml"
+        cfg.write_text(
+            head + "\n" + section.replace("poll_interval_s = 1.0", "poll_interval_s = 0.2")
+        )
+        mrid = re.search(r'mrid = "([0-9a-f-]+)"', section).group(1)  # type: ignore[union-attr]
+        topic = f"openfmb/metermodule/MeterReadingProfile/{mrid}"
+        with subscribed(mosquitto.url, keys["trust"]) as got:
+            async with running(cfg):
+                await until(lambda: len(got.on(topic)) >= 1, what="feeder reading")
+                expected = sim.values["Feeder1.V"]
+    mmxu = got.on(topic)[0]["payload"]["meterReading"]["readingMMXU"]
+    assert got.on(topic)[0]["valid"]
+    assert set(mmxu) == {"W", "VAr", "A", "PhV"}
+    assert mmxu["PhV"]["net"]["cVal"]["mag"] == pytest.approx(expected, rel=0.01)
