@@ -4,8 +4,9 @@
 its common model (manufacturer, model, serial number) and proposes one twin per model EdgeTwin
 has a point map for. ``browse_opcua`` walks an OPC UA server's Objects folder and lists its
 variables (node ids in the ``nsu=`` form, which survives namespace renumbering); the chosen ones
-become points, and an object holding feeder quantities (W, VAr, A, V, Hz) becomes a meter twin. The output is TOML to paste into a config, with new mRIDs; nothing is
-written anywhere. Talks only to the address it is given.
+become points, and an object holding feeder quantities (W, VAr, A, V, Hz) becomes a meter
+twin. The output is TOML to paste into a config, with new mRIDs; nothing is written anywhere.
+Talks only to the address it is given.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ async def browse_opcua(config: Any, max_depth: int = 8) -> list[UaVariable]:
 
         async def walk(node: Any, path: list[str], depth: int) -> None:
             for child in await node.get_children():
-                if child.nodeid == ua.NodeId(ua.ObjectIds.Server):
+                if child.nodeid == ua.NodeId(ua.ObjectIds.Server):  # type: ignore[arg-type]
                     continue
                 name = (await child.read_browse_name()).Name
                 node_class = await child.read_node_class()
