@@ -1,4 +1,5 @@
-"""``python -m firmware_sim meter --port N [--count K]``: run simulated devices until Ctrl-C."""
+"""``python -m firmware_sim meter --port N [--count K]``: run simulated meters until Ctrl-C;
+``python -m firmware_sim run SCENARIO``: run a fault scenario (``firmware_sim/scenario.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 
 async def _serve_meters(host: str, port: int, seed: int, count: int) -> None:
@@ -24,15 +26,24 @@ async def _serve_meters(host: str, port: int, seed: int, count: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m firmware_sim", description=__doc__)
     sub = p.add_subparsers(dest="device", required=True)
+    r = sub.add_parser("run", help="run a fault scenario file (see firmware_sim/scenario.py)")
+    r.add_argument("scenario", type=Path)
     m = sub.add_parser("meter", help="three-phase revenue meter over Modbus TCP")
     m.add_argument("--host", default="127.0.0.1")
     m.add_argument("--port", type=int, default=5020)
     m.add_argument("--seed", type=int, default=1)
     m.add_argument("--count", type=int, default=1, help="serve N meters on consecutive ports")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_meters(args.host, args.port, args.seed, args.count))
+        if args.device == "run":
+            from firmware_sim import scenario
+
+            asyncio.run(scenario.run(scenario.load(args.scenario)))
+        else:
+            asyncio.run(_serve_meters(args.host, args.port, args.seed, args.count))
     return 0
 
 

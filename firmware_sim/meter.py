@@ -31,9 +31,10 @@ addr   quantity            type      order  units
 
 Addresses outside 0..255 answer "illegal data address". Coil 0 is a writable relay; discrete
 input 0 mirrors the tamper bit. ``fault`` injects misbehaviour per unit: ``"busy"`` (exception 6
-on every request), ``"silent"`` (never answers, the link stays free for other units),
+on every request), ``"illegal"`` (exception 2, illegal data address, on every request),
+``"silent"`` (never answers, the link stays free for other units),
 ``("slow", seconds)`` (answers late), ``"garbage"`` (answers with a corrupted frame: a CRC error
-on RTU, a wrong length on TCP). Measurements are refreshed every ``refresh_s`` (0.1 s), like a
+on RTU, a truncated frame on TCP). Measurements are refreshed every ``refresh_s`` (0.1 s), like a
 real meter's measurement cycle.
 
 ``MeterUnit`` is one meter; ``MeterSimulator`` serves one over Modbus TCP (answering any unit
@@ -156,6 +157,8 @@ class SimUnit:
         fault = self.fault
         if fault == "busy":
             return ExcCodes.DEVICE_BUSY
+        if fault == "illegal":
+            return ExcCodes.ILLEGAL_ADDRESS
         if fault == "silent":
             raise NoSuchIdException(f"unit {self.unit_id} is silent")  # the server stays mute
         if isinstance(fault, tuple) and fault[0] == "slow":
@@ -210,14 +213,15 @@ class MeterUnit(SimUnit):
         return None
 
 
-def _garbler(units: Mapping[int, SimUnit], unit_of: Callable[[bytes], int]) -> Any:
-    """A pymodbus ``trace_packet`` hook corrupting the answers of units whose fault is garbage."""
+def _garbler(units: Mapping[int, SimUnit], unit_of: Callable[[bytes], int], *, rtu: bool) -> Any:
+    """A pymodbus ``trace_packet`` hook that mangles the answers of units whose fault is
+    ``garbage``: a flipped CRC byte on RTU, a truncated frame on TCP."""
 
     def trace(sending: bool, data: bytes) -> bytes:
         if sending and data:
             unit = units.get(unit_of(data)) or units.get(0)
             if unit is not None and unit.fault == "garbage":
-                return data[:-1] + bytes([data[-1] ^ 0xFF])
+                return data[:-1] + bytes([data[-1] ^ 0xFF]) if rtu else data[: len(data) // 2]
         return data
 
     return trace
@@ -283,7 +287,9 @@ class TcpSimulator(_Hosted):
             framer=self.framer,
             address=(self.host, self.port),
             ignore_missing_devices=True,
-            trace_packet=_garbler({0: self.unit}, lambda frame: frame[unit_byte]),
+            trace_packet=_garbler(
+                {0: self.unit}, lambda frame: frame[unit_byte], rtu=self.framer == FramerType.RTU
+            ),
         )
 
 
@@ -352,5 +358,5 @@ class RtuMeterLine(_Hosted):
             baudrate=self.baudrate,
             parity=self.parity,
             ignore_missing_devices=True,
-            trace_packet=_garbler(self.units, lambda frame: frame[0]),
+            trace_packet=_garbler(self.units, lambda frame: frame[0], rtu=True),
         )
