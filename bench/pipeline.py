@@ -37,7 +37,7 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.broker import Mosquitto, free_port, wait_port
+from agent.broker import Mosquitto, free_port, free_port_block, wait_port
 from agent.clock import SystemClock
 from agent.codec import Signer, pack
 from agent.config import MqttConfig
@@ -229,16 +229,9 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def consecutive_free_ports(count: int) -> int:
-    while True:
-        base = free_port()
-        if base + count < 65000:
-            return base
-
-
 def bench_rss(tmp: Path, mqtt_port: int, key: Path) -> tuple[float, int]:
     n_dev, per_dev = 20, 18
-    base = consecutive_free_ports(n_dev)
+    base = free_port_block(n_dev)
     sims = start_sims(base, n_dev)
     cfg = tmp / "rss" / "edgetwin.toml"
     cfg.parent.mkdir()

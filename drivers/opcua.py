@@ -84,8 +84,10 @@ class _Cache:
 
     def __init__(self) -> None:
         self.latest: dict[str, tuple[Any, int, float]] = {}
+        self.notifications = 0
 
     def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+        self.notifications += 1
         dv = data.monitored_item.Value
         ts = dv.SourceTimestamp.timestamp() if dv.SourceTimestamp else time.time()
         self.latest[node.nodeid.to_string()] = (val, dv.StatusCode.value, ts)
@@ -109,11 +111,12 @@ class OpcUaDriver:
         self._nodes: dict[str, Any] = {}  # point key -> Node
         self._cache = _Cache()
         self._subscription: Any = None
-        self._stats = {"requests": 0, "notifications": 0}
+        self._stats = {"requests": 0}
+        self._notified = 0  # notifications of earlier sessions
 
     @property
     def stats(self) -> dict[str, int]:
-        return {**self._stats, "notifications": len(self._cache.latest)}
+        return {**self._stats, "notifications": self._notified + self._cache.notifications}
 
     @property
     def session(self) -> Any:
@@ -186,6 +189,7 @@ class OpcUaDriver:
             raise DeviceUnavailable(f"{cfg.url}: {err or type(err).__name__}") from err
         self._client = client
         self._nodes = {}
+        self._notified += self._cache.notifications
         self._cache = _Cache()
         self._subscription = None
 

@@ -23,6 +23,14 @@ async def _serve_meters(host: str, port: int, seed: int, count: int) -> None:
         await asyncio.Event().wait()
 
 
+async def _serve_substation(port: int, bulk: int, update_s: float) -> None:
+    from firmware_sim.opcua_substation import SubstationSimulator
+
+    async with SubstationSimulator(port=port, bulk=bulk, update_s=update_s) as sim:
+        print(f"simulated substation: OPC UA at {sim.url}; Ctrl-C stops", flush=True)
+        await asyncio.Event().wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m firmware_sim", description=__doc__)
     sub = p.add_subparsers(dest="device", required=True)
@@ -33,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--port", type=int, default=5020)
     m.add_argument("--seed", type=int, default=1)
     m.add_argument("--count", type=int, default=1, help="serve N meters on consecutive ports")
+    o = sub.add_parser("substation", help="OPC UA substation (breakers, transformer, feeders)")
+    o.add_argument("--port", type=int, default=4840)
+    o.add_argument("--bulk", type=int, default=0, help="extra variables changing every update")
+    o.add_argument("--update-s", type=float, default=0.1)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -42,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             from firmware_sim import scenario
 
             asyncio.run(scenario.run(scenario.load(args.scenario)))
+        elif args.device == "substation":
+            asyncio.run(_serve_substation(args.port, args.bulk, args.update_s))
         else:
             asyncio.run(_serve_meters(args.host, args.port, args.seed, args.count))
     return 0

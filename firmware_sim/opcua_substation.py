@@ -6,6 +6,7 @@ Address space, namespace ``urn:edgetwin:substation`` (string node ids, also brow
         Breaker1..N/    Position (Boolean, true = closed), TripCount (UInt32)
         Transformer1/   TapPosition (Int32, -16..16), OilTemp, WindingTemp (Double, degC)
         Feeder1..N/     W, VAr (Double), A (Double), V (Double, line-to-neutral)
+        Bulk/           V0000..  (Double; ``bulk`` of them, all changed every update: benchmarks)
 
 Node ids are ``ns=<ns>;s=<Object>.<Variable>``, e.g. ``ns=2;s=Feeder1.W``. Values move every
 ``update_s`` (a daily load shape with noise; temperatures follow the load). Security: with
@@ -58,6 +59,7 @@ class SubstationSimulator:
         update_s: float = 0.1,
         seed: int = 1,
         extra_namespaces: tuple[str, ...] = (),
+        bulk: int = 0,
     ) -> None:
         self.port = port
         self.url = f"opc.tcp://127.0.0.1:{port}/edgetwin/substation"
@@ -76,6 +78,8 @@ class SubstationSimulator:
         self.tap = 0
         # registered before ours: changing them between restarts renumbers our namespace
         self.extra_namespaces = extra_namespaces
+        self.bulk = bulk  # extra Bulk.V0000.. variables, all changed every update (benchmarks)
+        self.writes = 0
 
     @property
     def server_cert(self) -> Path:
@@ -92,6 +96,7 @@ class SubstationSimulator:
         names += ["Transformer1.TapPosition", "Transformer1.OilTemp", "Transformer1.WindingTemp"]
         for f in range(1, self.feeders + 1):
             names += [f"Feeder{f}.{q}" for q in ("W", "VAr", "A", "V")]
+        names += [f"Bulk.V{i:04d}" for i in range(self.bulk)]
         return names
 
     def _initial(self, name: str) -> Any:
@@ -170,6 +175,13 @@ class SubstationSimulator:
             await self._set(f"Feeder{f}.A", math.hypot(w, w * 0.3) / 3 / v)
         await self._set("Transformer1.OilTemp", 45.0 + 30.0 * load)
         await self._set("Transformer1.WindingTemp", 55.0 + 45.0 * load)
+        if self.bulk and self._server is not None:
+            for i in range(self.bulk):
+                node = self._nodes[f"Bulk.V{i:04d}"]
+                await self._server.write_attribute_value(
+                    node.nodeid, ua.DataValue(ua.Variant(t + i))
+                )
+            self.writes += self.bulk
 
     async def _set(self, name: str, value: float) -> None:
         self.values[name] = value
