@@ -7,6 +7,7 @@
     name = "meter1"
     kind = "meter"              # meter | inverter | substation | rtu_line
     port = 5020                 # TCP devices; rtu_line: serial_port = "/dev/pts/7", units = [1, 2]
+    proxy_port = 5021           # optional: clients connect here, through a fault proxy
     [[steps]]
     at = 10.0                   # seconds after the start
     device = "meter1"
@@ -17,8 +18,10 @@
 ``busy`` / ``illegal`` answer Modbus exception 6 / 2, ``silent`` stops answering, ``garbage``
 corrupts frames (CRC errors on RTU), ``slow`` delays answers, ``drop`` closes every connection
 (the server restarts at once), ``restart`` stops the server for ``seconds`` then starts it (the
-OPC UA substation keeps its values), ``none`` clears a fault. Times come from an injectable
-``sleep`` so tests run scenarios without waiting.
+OPC UA substation keeps its values), ``none`` clears a fault. A device with ``proxy_port`` is
+reached through ``firmware_sim.proxy``: there ``silent``, ``slow`` and ``drop`` act on the wire,
+which is how an OPC UA substation is made to stop answering or answer slowly. Times come from
+an injectable ``sleep`` so tests run scenarios without waiting.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class DeviceEntry(_Strict):
     serial_port: str | None = None
     units: list[int] = Field(default_factory=lambda: [1])
     seed: int = 1
+    proxy_port: int | None = Field(None, ge=1, le=65535)
 
     @model_validator(mode="after")
     def _address(self) -> DeviceEntry:
@@ -72,10 +76,20 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
-        names = {d.name for d in self.devices}
+        devices = {d.name: d for d in self.devices}
         for i, step in enumerate(self.steps):
-            if step.device not in names:
+            device = devices.get(step.device)
+            if device is None:
                 raise ValueError(f"steps[{i}]: unknown device {step.device!r}")
+            wire = step.fault in ("silent", "slow", "drop", "restart", "none")
+            if device.kind == "substation" and not wire:
+                raise ValueError(f"steps[{i}]: an OPC UA substation cannot be {step.fault!r}")
+            if (
+                device.kind == "substation"
+                and step.fault in ("silent", "slow")
+                and not (device.proxy_port)
+            ):
+                raise ValueError(f"steps[{i}]: {step.fault!r} on a substation needs proxy_port")
         return self
 
 
@@ -99,7 +113,17 @@ def _build(entry: DeviceEntry) -> Any:
     return RtuMeterLine(entry.serial_port or "", entry.units, parity="N", seed=entry.seed)
 
 
-async def _apply(device: Any, step: Step) -> None:
+async def _apply(device: Any, step: Step, proxy: Any) -> None:
+    fault: Any = None if step.fault == "none" else step.fault
+    if step.fault == "slow":
+        fault = ("slow", step.seconds)
+    if proxy is not None and step.fault in ("silent", "slow", "none", "drop"):
+        if step.fault == "drop":
+            proxy.drop()
+        else:
+            proxy.mode = fault or "pass"
+        if getattr(device, "units", None) is None and not hasattr(device, "fault"):
+            return  # the proxy is all this device has
     if step.fault in ("drop", "restart"):
         down = 0.0 if step.fault == "drop" else step.seconds
         if hasattr(device, "restart"):
@@ -109,15 +133,12 @@ async def _apply(device: Any, step: Step) -> None:
             await asyncio.sleep(down)
             await device.start()
         return
-    fault: Any = None if step.fault == "none" else step.fault
-    if step.fault == "slow":
-        fault = ("slow", step.seconds)
     units = getattr(device, "units", None)
     if units is not None:  # an RTU line: one unit, or all of them
         for uid, unit in units.items():
             if step.unit is None or uid == step.unit:
                 unit.fault = fault
-    else:
+    elif hasattr(device, "fault"):
         device.fault = fault
 
 
@@ -129,16 +150,23 @@ async def run(
 ) -> None:
     """Start the devices, play the steps in time order, linger, stop. ``on_step(step,
     devices)`` is awaited after each step is applied (tests probe the devices there)."""
+    from firmware_sim.proxy import FaultProxy
+
     devices: dict[str, Any] = {}
+    proxies: dict[str, FaultProxy] = {}
     async with contextlib.AsyncExitStack() as stack:
         for entry in scenario.devices:
             devices[entry.name] = await stack.enter_async_context(_build(entry))
+            if entry.proxy_port is not None and entry.port is not None:
+                proxies[entry.name] = await stack.enter_async_context(
+                    FaultProxy(port=entry.proxy_port, target_port=entry.port)
+                )
         now = 0.0
         for step in sorted(scenario.steps, key=lambda s: s.at):
             await sleep(step.at - now)
             now = step.at
             log.info("scenario: t=%.1f %s %s", step.at, step.device, step.fault)
-            await _apply(devices[step.device], step)
+            await _apply(devices[step.device], step, proxies.get(step.device))
             if on_step is not None:
                 await on_step(step, devices)
         await sleep(scenario.linger_s)

@@ -31,17 +31,15 @@ MISSING = PointSpec("missing", "ns=2;s=Feeder9.W")
 
 
 def cfg(url: str, **kw: Any) -> OpcUaConfig:
-    return OpcUaConfig(
-        name="sub",
-        driver="opcua",
-        url=url,
-        timeout_s=2.0,
-        poll_interval_s=1.0,
-        backoff_initial_s=2.0,
-        backoff_max_s=2.0,
-        publishing_interval_ms=50,
+    settings: dict[str, Any] = {
+        "timeout_s": 2.0,
+        "poll_interval_s": 1.0,
+        "backoff_initial_s": 2.0,
+        "backoff_max_s": 2.0,
+        "publishing_interval_ms": 50,
         **kw,
-    )
+    }
+    return OpcUaConfig(name="sub", driver="opcua", url=url, **settings)
 
 
 @pytest.fixture
@@ -173,3 +171,35 @@ async def test_server_restart_heals_and_node_ids_are_resolved_again(
     assert last.quality.is_good and last.value > 0  # type: ignore[operator]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("fault", ["silent", "slow"])
+async def test_a_server_that_stops_answering_or_answers_slowly(
+    plain: SubstationSimulator, fault: str
+) -> None:
+    from firmware_sim.proxy import FaultProxy
+
+    async with FaultProxy(port=free_port(), target_port=plain.port) as proxy:
+        url = plain.url.replace(str(plain.port), str(proxy.port))
+        async with OpcUaDriver(cfg(url, timeout_s=0.5), [W]) as drv:
+            assert (await drv.read([W]))[0].quality.is_good
+            proxy.mode = "silent" if fault == "silent" else ("slow", 1.0)
+            with pytest.raises(DeviceError):
+                await drv.read([W])
+        proxy.mode = "pass"
+        async with OpcUaDriver(cfg(url, timeout_s=0.5), [W]) as drv:  # the runtime reconnects
+            assert (await drv.read([W]))[0].quality.is_good
+
+
+async def test_dropped_connections_are_noticed(plain: SubstationSimulator) -> None:
+    from firmware_sim.proxy import FaultProxy
+
+    async with FaultProxy(port=free_port(), target_port=plain.port) as proxy:
+        url = plain.url.replace(str(plain.port), str(proxy.port))
+        drv = OpcUaDriver(cfg(url, timeout_s=0.5), [W])
+        await drv.connect()
+        proxy.drop()
+        await asyncio.sleep(0.2)
+        with pytest.raises(DeviceError):
+            await drv.read([W])
+        await drv.close()
