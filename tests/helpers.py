@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 async def until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -22,3 +23,37 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         time.sleep(0.01)
+
+
+async def discover_into_config(
+    argv: list[str], tmp_path: Path, keys: dict[str, Path], mqtt_port: int
+) -> tuple[Path, str]:
+    """Run ``edgetwin discover <argv>``, append its section to a test-agent config (polling
+    every 0.2 s); return the config path and the section."""
+    import sys
+
+    from firmware_sim.site import site_config
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent",
+        "discover",
+        *argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    section = out.decode()
+    head = site_config(
+        agent_id="test-agent",
+        data_dir=tmp_path / "data",
+        key_file=keys["private"],
+        mqtt={"port": mqtt_port},
+        meters=[],
+        status_interval_s=3600,
+    )
+    cfg = tmp_path / "edgetwin.toml"
+    cfg.write_text(head + "\n" + section.replace("poll_interval_s = 1.0", "poll_interval_s = 0.2"))
+    return cfg, section

@@ -3,18 +3,15 @@ the agent runs it (subscription mode), and a verifying subscriber gets the feede
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from agent.broker import Mosquitto, free_port
 from firmware_sim.opcua_substation import SubstationSimulator
-from firmware_sim.site import site_config
-from tests.helpers import until
+from tests.helpers import discover_into_config, until
 from tests.test_end_to_end import running, subscribed
 
 logging.getLogger("asyncua").setLevel(logging.CRITICAL)
@@ -24,34 +21,10 @@ async def test_discovered_feeder_is_published(
     tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
 ) -> None:
     async with SubstationSimulator(port=free_port()) as sim:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent",
-            "discover",
-            "opcua",
-            sim.url,
-            "--match",
-            "Feeder1",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+        cfg, section = await discover_into_config(
+            ["opcua", sim.url, "--match", "Feeder1"], tmp_path, keys, mosquitto.port
         )
-        out, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode()
-        section = out.decode()
         assert "Substation/Feeder1/W" in section and "Feeder2" not in section
-        head = site_config(
-            agent_id="test-agent",
-            data_dir=tmp_path / "data",
-            key_file=keys["private"],
-            mqtt={"port": mosquitto.port},
-            meters=[],
-            status_interval_s=3600,
-        )
-        cfg = tmp_path / "edgetwin.toml"
-        cfg.write_text(
-            head + "\n" + section.replace("poll_interval_s = 1.0", "poll_interval_s = 0.2")
-        )
         mrid = re.search(r'mrid = "([0-9a-f-]+)"', section).group(1)  # type: ignore[union-attr]
         topic = f"openfmb/metermodule/MeterReadingProfile/{mrid}"
         with subscribed(mosquitto.url, keys["trust"]) as got:

@@ -3,52 +3,17 @@ agent runs it, and a verifying subscriber gets SolarReadingProfile and SolarStat
 
 from __future__ import annotations
 
-import asyncio
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from agent.broker import Mosquitto, free_port
 from firmware_sim.meter import TcpSimulator
-from firmware_sim.site import site_config
 from firmware_sim.solar_model import SolarModel
 from firmware_sim.sunspec_inverter import InverterUnit
-from tests.helpers import until
+from tests.helpers import discover_into_config, until
 from tests.test_end_to_end import running, subscribed
-
-
-async def discovered_config(
-    tmp_path: Path, keys: dict[str, Path], mqtt_port: int, port: int
-) -> Path:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent",
-        "discover",
-        "modbus",
-        f"127.0.0.1:{port}",
-        "--unit",
-        "1",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()
-    section = out.decode()
-    assert "model 103 Inverter (Three Phase)" in section and 'kind = "solar"' in section
-    head = site_config(
-        agent_id="test-agent",
-        data_dir=tmp_path / "data",
-        key_file=keys["private"],
-        mqtt={"port": mqtt_port},
-        meters=[],
-        status_interval_s=3600,
-    )
-    cfg = tmp_path / "edgetwin.toml"
-    cfg.write_text(head + "\n" + section.replace("poll_interval_s = 1.0", "poll_interval_s = 0.2"))
-    return cfg
 
 
 @pytest.mark.parametrize(
@@ -65,7 +30,10 @@ async def test_discovered_inverter_publishes_reading_and_status(
     model = SolarModel(seed=2)
     unit = InverterUnit(clock=lambda: hour * 3600.0, model=model)
     async with TcpSimulator(unit, port=free_port()) as sim:
-        cfg = await discovered_config(tmp_path, keys, mosquitto.port, sim.port)
+        cfg, section = await discover_into_config(
+            ["modbus", f"127.0.0.1:{sim.port}", "--unit", "1"], tmp_path, keys, mosquitto.port
+        )
+        assert "model 103 Inverter (Three Phase)" in section and 'kind = "solar"' in section
         mrid = re.search(r'mrid = "([0-9a-f-]+)"', cfg.read_text()).group(1)  # type: ignore[union-attr]
         reading_topic = f"openfmb/solarmodule/SolarReadingProfile/{mrid}"
         status_topic = f"openfmb/solarmodule/SolarStatusProfile/{mrid}"
