@@ -2,8 +2,9 @@
 
 Tasks (named, owned by one TaskGroup): one per device (``agent.running``), the publisher, the
 reporting tick and the status writer. On stop: polling stops first, what the twins hold is
-committed to the outbox, in-flight messages get a short grace period for their PUBACKs, then the
-MQTT session and the database are closed. A reading accepted before the stop is either
+committed to the outbox, in-flight messages get a short grace period for their PUBACKs, the
+retained death certificate is published (``agent.state``), then the MQTT session and the
+database are closed. A reading accepted before the stop is either
 acknowledged by the broker or in the outbox for the next start.
 """
 
@@ -27,6 +28,7 @@ from agent.outbox import EVENT, Outbox
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
 from agent.running import RunningDevice
+from agent.state import AgentState
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class Agent:
                 signer,
                 client_id=a.mqtt.client_id or f"edgetwin-{a.agent_id}",
                 hist_after_s=a.outbox.hist_after_s,
+                state=AgentState(a.agent_id, a.mqtt.topic_prefix, self.config.twins),
             )
             shared: dict[str, object] = {}  # resources devices share, e.g. one serial line
             for dev in self.config.devices:
@@ -110,6 +113,7 @@ class Agent:
                 await asyncio.gather(*polls, ticker, status, return_exceptions=True)
                 await outbox.commit()
                 await self._grace(publisher)
+                await asyncio.to_thread(publisher.publish_death)
                 pub_task.cancel()
         finally:
             await outbox.close()

@@ -12,6 +12,8 @@ payload. The protected header carries:
 ``ts``   milliseconds since the epoch when the envelope was signed (at publish time)
 ``tpc``  the MQTT topic the message is meant for; receivers compare it with the real topic
 ``hist`` true when the message was published late (queued across an outage or backlog)
+``bd``   (birth and death only) true: ``seq`` is then the agent's birth/death sequence, which
+         pairs a death with its birth and is separate from the data ``seq`` stream
 =======  ==============================================================================
 
 This module knows bytes and keys only; topics, QoS and sessions belong to the publisher.
@@ -61,8 +63,12 @@ class Signer:
         self.kid = kid
         self._prefix = {"alg": "EdDSA", "b64": False, "crit": ["b64"], "kid": kid}
 
-    def sign(self, payload: bytes, *, seq: int, ts_ms: int, topic: str, hist: bool) -> bytes:
+    def sign(
+        self, payload: bytes, *, seq: int, ts_ms: int, topic: str, hist: bool, bd: bool = False
+    ) -> bytes:
         header = {**self._prefix, "seq": seq, "ts": ts_ms, "tpc": topic, "hist": hist}
+        if bd:
+            header["bd"] = True
         protected = b64url(json.dumps(header, separators=(",", ":")).encode())
         signature = self._key.sign(protected + b"." + payload)
         jws = (protected + b".." + b64url(signature)).decode("ascii")

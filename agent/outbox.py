@@ -322,6 +322,17 @@ class Outbox:
         )
         await self._db.execute("COMMIT")
 
+    async def next_bdseq(self) -> int:
+        """The next birth/death sequence number, persisted before it is used."""
+        value = self.counters.get("bdseq", 0) + 1
+        self.counters["bdseq"] = value
+        await self._db.execute(
+            "INSERT INTO counters (name, value) VALUES ('bdseq', ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (value,),
+        )
+        return value
+
     async def oldest_age_s(self) -> float:
         async with self._db.execute("SELECT min(created_ms) FROM outbox") as cur:
             row = await cur.fetchone()

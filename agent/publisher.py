@@ -17,6 +17,11 @@
   rotated during an outage signs the backlog. ``hist`` marks a row left from an earlier run, or
   one older than ``hist_after_s`` when it is sent (queued across an outage or behind a backlog).
 
+* Birth and death (when ``state`` is given): before CONNECT the death certificate is signed
+  and registered as the retained last will; right after CONNACK the retained birth goes out,
+  before any queued data. Both carry the session's birth/death sequence (``bd: true``), which
+  is persisted and separate from the data ``seq``. ``publish_death()`` is for a clean stop.
+
 The MQTT session lives on paho's network thread; its callbacks are handed to the event loop
 with ``call_soon_threadsafe`` and everything else runs in the loop.
 """
@@ -27,6 +32,7 @@ import asyncio
 import collections
 import logging
 import time
+from typing import Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
@@ -43,6 +49,14 @@ log = logging.getLogger(__name__)
 FETCH_BATCH = 500
 
 
+class StateMessages(Protocol):
+    """Builds the agent's birth and death payloads (topic, msgpack bytes) for a bdSeq."""
+
+    def birth(self, bdseq: int) -> tuple[str, bytes]: ...
+
+    def death(self, bdseq: int) -> tuple[str, bytes]: ...
+
+
 class Publisher:
     def __init__(
         self,
@@ -53,6 +67,7 @@ class Publisher:
         client_id: str,
         hist_after_s: float = 5.0,
         connect_timeout_s: float = 10.0,
+        state: StateMessages | None = None,
     ) -> None:
         self._cfg = cfg
         self._outbox = outbox
@@ -68,6 +83,9 @@ class Publisher:
         self.rejected = 0
         self.connects = 0
         self._inflight: dict[int, int] = {}  # paho mid -> seq
+        self._state = state
+        self._bdseq: int | None = None
+        self._client: paho.Client | None = None
 
     def status(self) -> dict[str, object]:
         return {
@@ -116,6 +134,10 @@ class Publisher:
 
         client = make_client(self._cfg, self._client_id)
         client.max_inflight_messages_set(self._cfg.max_inflight)
+        if self._state is not None:  # the death certificate: the broker publishes it for us
+            self._bdseq = await self._outbox.next_bdseq()
+            topic, death = self._state_envelope(self._state.death(self._bdseq))
+            client.will_set(topic, death, qos=1, retain=True, properties=self._props)
         client.on_connect = on_connect
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
@@ -134,6 +156,10 @@ class Publisher:
             self.connects += 1
             backoff.reset()
             log.info("mqtt: connected to %s:%s", self._cfg.host, self._cfg.port)
+            self._client = client
+            if self._state is not None and self._bdseq is not None:  # birth before any data
+                topic, birth = self._state_envelope(self._state.birth(self._bdseq))
+                client.publish(topic, birth, qos=1, retain=True, properties=self._props)
             drain = asyncio.create_task(
                 self._drain(client, window, inflight), name="publisher-drain"
             )
@@ -149,10 +175,38 @@ class Publisher:
             log.warning("mqtt: connection lost; %d messages stay queued", len(inflight))
         finally:
             self.connected = False
+            self._client = None
             client.on_disconnect = client.on_publish = client.on_connect = None
             client.disconnect()
             client.loop_stop()
             self._outbox.release()
+
+    def _state_envelope(self, message: tuple[str, bytes]) -> tuple[str, bytes]:
+        topic, payload = message
+        assert self._bdseq is not None
+        envelope = self._signer.sign(
+            payload,
+            seq=self._bdseq,
+            ts_ms=int(time.time() * 1000),
+            topic=topic,
+            hist=False,
+            bd=True,
+        )
+        return topic, envelope
+
+    def publish_death(self, timeout: float = 2.0) -> bool:
+        """On a clean stop: publish the death certificate ourselves (a clean DISCONNECT makes
+        the broker drop the will). Returns whether the broker acknowledged it in time."""
+        client, state = self._client, self._state
+        if client is None or state is None or self._bdseq is None:
+            return False
+        topic, death = self._state_envelope(state.death(self._bdseq))
+        info = client.publish(topic, death, qos=1, retain=True, properties=self._props)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
 
     def _on_pubacks(
         self,

@@ -4,8 +4,10 @@
 a trust store of public keys), topic binding (the signed ``tpc`` must equal the arrival topic),
 sequence per key id (``gap`` lists the numbers skipped, ``duplicate`` flags a number seen before,
 ``late`` one that fills an earlier gap), and freshness of live messages (``stale`` when ``ts`` is
-further than ``max_age_s`` from the receiver's clock). A message that fails verification is
-reported with ``valid: false`` and its reason, and its content is never reported as data.
+further than ``max_age_s`` from the receiver's clock). Birth and death certificates (``bd``)
+have their own sequence and are retained, so neither check applies to them. A message that
+fails verification is reported with ``valid: false`` and its reason, and its content is never
+reported as data.
 """
 
 from __future__ import annotations
@@ -83,10 +85,13 @@ class Verifier:
             return report
         h = v.header
         report.update(valid=True, kid=h["kid"], seq=h["seq"], ts=h["ts"], hist=bool(h.get("hist")))
-        report.update(self.seq.observe(h["kid"], h["seq"]))
-        now = time.time() if now is None else now
-        if not report["hist"] and abs(now * 1000 - h["ts"]) > self.max_age_s * 1000:
-            report["stale"] = True
+        if h.get("bd"):
+            report["bd"] = True  # birth/death: its own sequence, and retained, so maybe old
+        else:
+            report.update(self.seq.observe(h["kid"], h["seq"]))
+            now = time.time() if now is None else now
+            if not report["hist"] and abs(now * 1000 - h["ts"]) > self.max_age_s * 1000:
+                report["stale"] = True
         try:
             report["payload"] = v.body()
         except Exception:  # signed but not msgpack: still authentic bytes, report as such
