@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from agent import __version__
@@ -24,6 +22,7 @@ from agent.clock import Clock, SystemClock
 from agent.codec import Signer, pack
 from agent.config import AgentConfig
 from agent.keys import load_private
+from agent.localstate import STATUS, TWINS, commissioned, twins_snapshot, write_json
 from agent.outbox import EVENT, Outbox
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
@@ -44,7 +43,7 @@ class Agent:
         self.config = config
         self.clock = clock or SystemClock()
         a = config.agent
-        self.status_path = a.data_dir / "status.json"
+        self.status_path = a.data_dir / STATUS
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
         self.pipeline: Pipeline | None = None
@@ -185,12 +184,8 @@ class Agent:
         }
 
     def _write_status(self, snapshot: dict[str, Any] | None = None) -> None:
-        snapshot = snapshot or self.status()
-        tmp = self.status_path.with_suffix(".tmp")
+        data_dir = self.config.agent.data_dir
         with contextlib.suppress(OSError):
-            tmp.write_text(json.dumps(snapshot, indent=2, default=str))
-            os.replace(tmp, self.status_path)
-
-
-def read_status(data_dir: Path) -> dict[str, Any]:
-    return json.loads((data_dir / "status.json").read_text())
+            write_json(self.status_path, snapshot or self.status())
+            twins = twins_snapshot(self.config.twins, commissioned(data_dir))
+            write_json(data_dir / TWINS, twins)

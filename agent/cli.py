@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from agent import __version__
 from agent.errors import ConfigError, EdgeTwinError
@@ -105,17 +106,74 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local(config_path: str, name: str) -> Any:
+    from agent.config import load_config
+    from agent.localstate import read_json
+
+    cfg = load_config(config_path)
+    try:
+        return read_json(cfg.agent.data_dir, name)
+    except FileNotFoundError:
+        raise EdgeTwinError(f"no {name} yet in {cfg.agent.data_dir} (has the agent run?)") from None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    from agent.app import read_status
+    from agent.localstate import STATUS
+
+    print(json.dumps(_local(args.config, STATUS), indent=2))
+    return 0
+
+
+def cmd_twin(args: argparse.Namespace) -> int:
+    """``twin list``: one line per twin; ``twin show MRID``: every point, value and quality."""
+    from agent.localstate import TWINS
+
+    twins = _local(args.config, TWINS)
+    if args.action == "list":
+        print(f"{'mRID':<36}  {'kind':<6} {'device':<14} {'avail':<5} {'comm':<4} bad  name")
+        for mrid, t in twins.items():
+            bad = sum(1 for p in t["points"].values() if p["quality"]["validity"] != "good")
+            avail, comm = (
+                ("yes" if t["available"] else "NO"),
+                ("yes" if t["commissioned"] else "no"),
+            )
+            print(
+                f"{mrid:<36}  {t['kind']:<6} {t['device']:<14} {avail:<5} {comm:<4} {bad:>3}  "
+                f"{t['name']}"
+            )
+        return 0
+    t = twins.get(args.mrid)
+    if t is None:
+        raise EdgeTwinError(f"no twin {args.mrid} (known: {', '.join(twins)})")
+    print(
+        f"{t['name']} ({t['kind']}, mRID {args.mrid}) on {t['device']}: "
+        f"{'available' if t['available'] else 'UNAVAILABLE'}, "
+        f"{'commissioned' if t['commissioned'] else 'not commissioned'}"
+    )
+    for field, p in t["points"].items():
+        q = p["quality"]
+        flags = ",".join(q.get("detailQual", {}))
+        value = (
+            "-"
+            if p["value"] is None
+            else f"{p['value']:.6g}"
+            if isinstance(p["value"], float)
+            else str(p["value"])
+        )
+        quality = q["validity"] + (f" {flags}" if flags else "")
+        print(f"  {field:<48} {value:>14} {p['units']:<4} {quality}")
+    return 0
+
+
+def cmd_commission(args: argparse.Namespace) -> int:
+    from agent.commission import commission
     from agent.config import load_config
 
-    cfg = load_config(args.config)
-    try:
-        print(json.dumps(read_status(cfg.agent.data_dir), indent=2))
-    except FileNotFoundError:
-        print(f"no status yet in {cfg.agent.data_dir} (has the agent run?)", file=sys.stderr)
-        return 1
-    return 0
+    result = asyncio.run(commission(load_config(args.config), args.mrid))
+    for check in result.checks:
+        print(f"  [{'ok' if check.ok else 'FAIL'}] {check.name}: {check.detail}")
+    print(f"twin {args.mrid}: " + ("commissioned" if result.ok else "NOT commissioned"))
+    return 0 if result.ok else 4
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
@@ -204,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="print the running agent's last status")
     s.add_argument("config")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("twin", help="technician's view of the running agent's twins")
+    s.add_argument("action", choices=["list", "show"])
+    s.add_argument("config")
+    s.add_argument("mrid", nargs="?")
+    s.set_defaults(func=cmd_twin)
+
+    s = sub.add_parser("commission", help="check a twin's device on site and record it")
+    s.add_argument("config")
+    s.add_argument("mrid")
+    s.set_defaults(func=cmd_commission)
 
     s = sub.add_parser("subscribe", help="central side: verify and print messages as JSON lines")
     s.add_argument("--broker", default="mqtt://127.0.0.1:1883")

@@ -1,0 +1,69 @@
+"""Files the agent keeps in its data folder for local tools (the CLI, a technician on site).
+
+* ``status.json``: devices, twins, outbox, MQTT session (written every ``status_interval_s``);
+* ``twins.json``: every twin's live state -- value, quality and time per field;
+* ``commissioning.json``: which twins a technician has commissioned, when, and the checks.
+
+Writes are atomic (temporary file, then rename), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from twins.base import Twin
+
+STATUS, TWINS, COMMISSIONING = "status.json", "twins.json", "commissioning.json"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_json(data_dir: Path, name: str) -> Any:
+    return json.loads((data_dir / name).read_text())
+
+
+def twins_snapshot(twins: Iterable[Twin], commissioned: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for twin in twins:
+        st = twin.state()
+        out[st.mrid] = {
+            "name": st.name,
+            "kind": st.kind,
+            "device": st.device,
+            "available": st.available,
+            "commissioned": st.mrid in commissioned,
+            "last_update": st.last_update,
+            "points": {
+                field: {
+                    "value": r.value,
+                    "units": st.units.get(field, ""),
+                    "quality": r.quality.to_wire(),
+                    "t": r.ts,
+                }
+                for field, r in sorted(st.points.items())
+            },
+        }
+    return out
+
+
+def commissioned(data_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(read_json(data_dir, COMMISSIONING))
+    except FileNotFoundError:
+        return {}
+
+
+def record_commissioning(data_dir: Path, mrid: str, checks: list[dict[str, Any]]) -> None:
+    records = commissioned(data_dir)
+    records[mrid] = {"ts": time.time(), "checks": checks}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    write_json(data_dir / COMMISSIONING, records)
