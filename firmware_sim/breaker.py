@@ -1,0 +1,62 @@
+"""A simulated breaker over Modbus TCP: coil 0 is the position (true = closed; writing it
+operates the breaker), discrete input 1 the protection fault flag (``fault_flag``), holding 0
+the operations counter, holding 10 (float32) the phase A current (zero when open).
+
+``writes`` counts position writes, so tests can prove a refused command wrote nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+
+from drivers.regcodec import encode
+from firmware_sim.meter import SimUnit, TcpSimulator
+
+
+class BreakerUnit(SimUnit):
+    def __init__(self, *, closed: bool = True, clock: Callable[[], float] | None = None) -> None:
+        super().__init__(clock=clock, refresh_s=0.0)
+        self.closed = closed
+        self.fault_flag = False
+        self.operations = 0
+        self.writes = 0
+
+    def build_image(self, now: float) -> dict[int, list[int]]:
+        return {0: [self.operations & 0xFFFF], 10: encode(412.5 if self.closed else 0.0, "float32")}
+
+    def on_request(self, function_code: int, registers: list[int]) -> ExcCodes | None:
+        if function_code == 1:  # read coils: the position
+            registers[0] = (registers[0] & ~1) | int(self.closed)
+        elif function_code == 2:  # read discrete inputs: the fault flag on bit 1
+            registers[0] = (registers[0] & ~2) | (2 if self.fault_flag else 0)
+        return None
+
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: Any,
+    ) -> ExcCodes | None:
+        if function_code in (5, 15) and set_values:  # write coil(s): operate the breaker
+            self.writes += 1
+            new = bool(set_values[0])
+            if new != self.closed:
+                self.closed = new
+                self.operations += 1
+            self._refreshed = None
+        return await super()._action(
+            function_code, start_address, address, count, registers, set_values
+        )
+
+
+class BreakerSimulator(TcpSimulator):
+    unit: BreakerUnit
+
+    def __init__(self, *, port: int, closed: bool = True) -> None:
+        super().__init__(BreakerUnit(closed=closed), port=port)
