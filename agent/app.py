@@ -21,6 +21,7 @@ from agent import __version__
 from agent.clock import Clock, SystemClock
 from agent.codec import Signer, pack
 from agent.config import AgentConfig
+from agent.control import CommandListener, ControlService
 from agent.keys import load_private
 from agent.localstate import STATUS, TWINS, commissioned, twins_snapshot, write_json
 from agent.outbox import EVENT, Outbox
@@ -50,6 +51,8 @@ class Agent:
         self.devices: list[RunningDevice] = []
         self.started = time.time()
         self.ready = asyncio.Event()
+        self.control: ControlService | None = None
+        self._listener: CommandListener | None = None
 
     def _drop_notice(
         self, seq_ranges: list[tuple[int, int]], count: int, klass: int
@@ -97,8 +100,12 @@ class Agent:
                 self.devices.append(
                     RunningDevice(dev, driver, points, pipeline.on_readings, self.clock)
                 )
+            self.control = self._control(outbox)
             async with asyncio.TaskGroup() as tg:
                 pub_task = tg.create_task(publisher.run(), name="publisher")
+                control_task = None
+                if self.control is not None:
+                    control_task = tg.create_task(self.control.run(), name="control")
                 polls = [
                     tg.create_task(d.run(), name=f"device-{d.config.name}") for d in self.devices
                 ]
@@ -107,9 +114,13 @@ class Agent:
                 self.ready.set()
                 await stop.wait()
                 log.info("stopping: polling stops, queued readings are committed")
-                for task in [*polls, ticker, status]:
+                if self._listener is not None:
+                    await asyncio.to_thread(self._listener.stop)  # no new commands
+                for task in [*polls, ticker, status, *([control_task] if control_task else [])]:
                     task.cancel()
                 await asyncio.gather(*polls, ticker, status, return_exceptions=True)
+                if control_task is not None:
+                    await asyncio.gather(control_task, return_exceptions=True)
                 await outbox.commit()
                 await self._grace(publisher)
                 await asyncio.to_thread(publisher.publish_death)
@@ -118,6 +129,23 @@ class Agent:
             await outbox.close()
             self._write_status()
             log.info("stopped")
+
+    def _control(self, outbox: Outbox) -> ControlService | None:
+        a = self.config.agent
+        if a.control is None:
+            return None
+        service = ControlService(
+            self.config, a.control, outbox, {d.config.name: d for d in self.devices}
+        )
+        if service.topics:
+            self._listener = CommandListener(
+                a.mqtt,
+                f"{a.mqtt.client_id or f'edgetwin-{a.agent_id}'}-control",
+                list(service.topics),
+                service.submit,
+            )
+            self._listener.start()
+        return service
 
     async def _grace(self, publisher: Publisher) -> None:
         deadline = time.monotonic() + SHUTDOWN_GRACE_S
@@ -181,6 +209,7 @@ class Agent:
             "outbox": self.outbox.status() if self.outbox else None,
             "mqtt": self.publisher.status() if self.publisher else None,
             "reports": self.pipeline.reports if self.pipeline else 0,
+            "control": self.control.status() if self.control else None,
         }
 
     def _write_status(self, snapshot: dict[str, Any] | None = None) -> None:

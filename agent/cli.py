@@ -233,6 +233,37 @@ def cmd_discover_opcua(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_command(args: argparse.Namespace) -> int:
+    """Sign and send a control command, wait for its result event, print it as JSON."""
+    from agent.command import ResultWaiter, build_command, publish
+    from agent.keys import load_private, load_trust_dir
+
+    key = load_private(Path(args.key))
+    topic, envelope, command_mrid = build_command(
+        key,
+        args.kid,
+        kind=args.kind,
+        mrid=args.twin,
+        action=args.action,
+        prefix=args.prefix,
+        expires_s=args.expires,
+    )
+    with ResultWaiter(
+        args.broker,
+        load_trust_dir(Path(args.trust)),
+        kind=args.kind,
+        mrid=args.twin,
+        prefix=args.prefix,
+    ) as waiter:
+        publish(args.broker, topic, envelope)
+        result = waiter.wait(command_mrid, args.wait)
+    if result is None:
+        print(json.dumps({"commandMRID": command_mrid, "result": "no_answer"}))
+        return 6
+    print(json.dumps(result))
+    return 0 if result.get("result") == "executed" else 5
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from agent.demo import run_demo
 
@@ -301,6 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--username")
     o.add_argument("--password-file", type=Path)
     o.set_defaults(func=cmd_discover_opcua)
+
+    s = sub.add_parser("command", help="central side: sign and send a control command")
+    s.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    s.add_argument("--key", required=True, help="the central system's Ed25519 private key")
+    s.add_argument("--kid", required=True, help="its key id, as in the agent's trust file")
+    s.add_argument("--trust", required=True, help="folder of the agents' public keys")
+    s.add_argument("--twin", required=True, help="the twin's mRID")
+    s.add_argument("--kind", default="switch", choices=["switch"])
+    s.add_argument("--action", required=True, help="e.g. open or close")
+    s.add_argument("--prefix", default="openfmb")
+    s.add_argument("--expires", type=float, default=30.0, help="seconds the command stays valid")
+    s.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the result")
+    s.set_defaults(func=cmd_command)
 
     s = sub.add_parser("demo", help="simulated meter + local broker + agent + verified live view")
     s.add_argument("--duration", type=float, help="stop after S seconds and print a summary")

@@ -14,6 +14,7 @@ payload. The protected header carries:
 ``hist`` true when the message was published late (queued across an outage or backlog)
 ``bd``   (birth and death only) true: ``seq`` is then the agent's birth/death sequence, which
          pairs a death with its birth and is separate from the data ``seq`` stream
+``exp``  (commands only) milliseconds since the epoch after which it must not be executed
 =======  ==============================================================================
 
 This module knows bytes and keys only; topics, QoS and sessions belong to the publisher.
@@ -64,11 +65,27 @@ class Signer:
         self._prefix = {"alg": "EdDSA", "b64": False, "crit": ["b64"], "kid": kid}
 
     def sign(
-        self, payload: bytes, *, seq: int, ts_ms: int, topic: str, hist: bool, bd: bool = False
+        self,
+        payload: bytes,
+        *,
+        seq: int,
+        ts_ms: int,
+        topic: str,
+        hist: bool,
+        bd: bool = False,
+        exp_ms: int | None = None,
     ) -> bytes:
-        header = {**self._prefix, "seq": seq, "ts": ts_ms, "tpc": topic, "hist": hist}
+        header: dict[str, object] = {
+            **self._prefix,
+            "seq": seq,
+            "ts": ts_ms,
+            "tpc": topic,
+            "hist": hist,
+        }
         if bd:
             header["bd"] = True
+        if exp_ms is not None:
+            header["exp"] = exp_ms  # commands: not to be executed after this time
         protected = b64url(json.dumps(header, separators=(",", ":")).encode())
         signature = self._key.sign(protected + b"." + payload)
         jws = (protected + b".." + b64url(signature)).decode("ascii")

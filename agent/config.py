@@ -63,6 +63,24 @@ class OutboxConfig(_Strict):
     hist_after_s: float = Field(5.0, ge=0, description="older than this when published: hist")
 
 
+class Interlock(_Strict):
+    """Refuse ``action`` while the twin's ``field`` meets the condition (or is not good)."""
+
+    action: str
+    field: str
+    equals: bool | float | str | None = None
+    above: float | None = None
+    below: float | None = None
+    reason: str = ""
+
+    def blocks(self, value: object) -> bool:
+        if self.equals is not None and value == self.equals:
+            return True
+        if self.above is not None and isinstance(value, int | float) and value > self.above:
+            return True
+        return self.below is not None and isinstance(value, int | float) and value < self.below
+
+
 class TwinConfig(_Strict):
     mrid: str
     kind: str
@@ -72,6 +90,8 @@ class TwinConfig(_Strict):
     points: list[dict[str, Any]] = Field(default_factory=list)
     reporting: ReportingSettings = ReportingSettings()
     overrides: dict[str, ReportingSettings] = Field(default_factory=dict)
+    interlocks: list[Interlock] = Field(default_factory=list)
+    max_operations_per_minute: int = Field(10, ge=1, le=10_000)
 
     @field_validator("mrid")
     @classmethod
@@ -82,6 +102,15 @@ class TwinConfig(_Strict):
             raise ValueError("must be a UUID (the conducting equipment's mRID)") from None
 
 
+class ControlConfig(_Strict):
+    """Signed control from central systems; absent: the agent accepts no commands."""
+
+    trust_file: Path
+    max_age_s: float = Field(30.0, gt=0, description="commands without exp expire after this")
+    replay_window: int = Field(10_000, ge=1)
+    refusal_events_per_s: float = Field(5.0, gt=0, description="per twin; the rest are counted")
+
+
 class AgentFile(_Strict):
     agent_id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     data_dir: Path = Path("var")
@@ -89,6 +118,7 @@ class AgentFile(_Strict):
     mqtt: MqttConfig = MqttConfig()
     signing: SigningConfig
     outbox: OutboxConfig = OutboxConfig()
+    control: ControlConfig | None = None
     reporting: ReportingSettings = ReportingSettings(integrity_period_s=300.0)
     devices: list[dict[str, Any]] = Field(min_length=1)
     twins: list[TwinConfig] = Field(min_length=1)
@@ -158,6 +188,11 @@ def load_config(path: str | Path) -> AgentConfig:
             "signing": agent.signing.model_copy(
                 update={"key_file": _absolute(base, agent.signing.key_file)}
             ),
+            "control": agent.control.model_copy(
+                update={"trust_file": _absolute(base, agent.control.trust_file)}
+            )
+            if agent.control
+            else None,
         }
     )
     problems: list[str] = []
@@ -247,6 +282,15 @@ def _twins(
         for field in tc.overrides:
             if field not in {e.field for e in entries}:
                 problems.append(f"{where}.overrides.{field}: no point feeds this field")
+        controls = getattr(twin_cls, "controls", {})
+        for j, lock in enumerate(tc.interlocks):
+            if lock.action not in controls:
+                problems.append(
+                    f"{where}.interlocks[{j}].action: {tc.kind} twins accept "
+                    f"{', '.join(controls) or 'no controls'}, not {lock.action!r}"
+                )
+            if lock.field not in {e.field for e in entries}:
+                problems.append(f"{where}.interlocks[{j}].field: no point feeds {lock.field!r}")
         spec = TwinSpec(
             mrid=tc.mrid,
             name=tc.name or tc.mrid,

@@ -16,10 +16,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.backoff import Backoff
 from agent.clock import Clock
-from agent.errors import DeviceError, DeviceRejected
+from agent.errors import DeviceError, DeviceRejected, DeviceUnavailable
 from agent.models import Reading
 from drivers.base import DeviceConfig, Driver, PointSpec
 
@@ -57,6 +58,8 @@ class RunningDevice:
         self.stats = DeviceStats()
         self._ever_available = False
         self._next_slot: float | None = None
+        self._io = asyncio.Lock()  # a poll and a control write never interleave
+        self._connected = False
 
     async def run(self) -> None:
         cfg = self.config
@@ -68,6 +71,7 @@ class RunningDevice:
                     try:
                         await asyncio.wait_for(self.driver.connect(), cfg.timeout_s)
                         connected = True
+                        self._connected = True
                     except Exception as err:
                         await self._back_off(err, backoff)
                         continue
@@ -75,9 +79,10 @@ class RunningDevice:
                 if self._next_slot is None:
                     self._next_slot = start
                 try:
-                    readings = await asyncio.wait_for(
-                        self.driver.read(self.points), cfg.timeout_s + cfg.poll_interval_s
-                    )
+                    async with self._io:
+                        readings = await asyncio.wait_for(
+                            self.driver.read(self.points), cfg.timeout_s + cfg.poll_interval_s
+                        )
                 except DeviceRejected as err:  # answered, but refused the whole read
                     self._failed(err)
                 except Exception as err:  # no answer, a dropped link, or garbage
@@ -91,8 +96,23 @@ class RunningDevice:
         finally:
             await self.driver.close()
 
+    async def execute(self, point: PointSpec, value: Any) -> Reading:
+        """Write ``value`` to ``point`` and read it back, between polls (control path). Raises
+        ``DeviceError`` when the device is unavailable or refuses; the read-back reading is
+        also handed to the sink, so the twin sees the new state at once."""
+        if not (self._connected and self.stats.available):
+            raise DeviceUnavailable(f"device {self.config.name} is unavailable")
+        async with self._io:
+            await asyncio.wait_for(self.driver.write(point, value), self.config.timeout_s * 2)
+            (readback,) = await asyncio.wait_for(
+                self.driver.read([point]), self.config.timeout_s * 2
+            )
+        self._sink(self.config.name, [readback], True)
+        return readback
+
     async def _back_off(self, err: Exception, backoff: Backoff) -> None:
         """Close the link, mark the device failed, wait out the backoff; the schedule restarts."""
+        self._connected = False
         if not isinstance(err, DeviceError | TimeoutError | OSError):
             log.exception("device %s: unexpected error from the driver", self.config.name)
         await self.driver.close()

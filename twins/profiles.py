@@ -136,4 +136,48 @@ SOLAR_STATUS = Profile(
     },
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (METER_READING, SOLAR_READING, SOLAR_STATUS)}
+SWITCH_READING = Profile(
+    module="switchmodule",
+    name="SwitchReadingProfile",
+    message_info="readingMessageInfo",
+    equipment="protectedSwitch",
+    body="switchReading",
+    fields=_reading_fields(),
+)
+
+SWITCH_STATUS = Profile(
+    module="switchmodule",
+    name="SwitchStatusProfile",
+    message_info="statusMessageInfo",
+    equipment="protectedSwitch",
+    body="switchStatus",
+    fields={
+        "switchStatusXSWI.Pos": "ENS",  # DbPosKind: closed / open / transient / invalid
+        "switchStatusXSWI.logicalNodeForEventAndStatus.EEHealth": "ENS",  # OK / Alarm
+        "switchStatusXSWI.OpCnt": "MV",  # operations counter
+    },
+)
+
+#: where command results go: one event per command, never dropped before telemetry
+SWITCH_EVENT = Profile(
+    module="switchmodule",
+    name="SwitchEventProfile",
+    message_info="eventMessageInfo",
+    equipment="protectedSwitch",
+    body="switchEvent",
+    fields={},
+)
+
+#: the control profile a switch twin listens to (central systems publish it)
+SWITCH_CONTROL = Profile(
+    module="switchmodule",
+    name="SwitchDiscreteControlProfile",
+    message_info="controlMessageInfo",
+    equipment="protectedSwitch",
+    body="switchDiscreteControl",
+    fields={},
+)
+
+PROFILES: dict[str, Profile] = {
+    p.name: p for p in (METER_READING, SOLAR_READING, SOLAR_STATUS, SWITCH_READING, SWITCH_STATUS)
+}

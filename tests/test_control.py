@@ -1,0 +1,247 @@
+"""Signed control end to end: a simulated breaker opened and closed by signed commands over
+mosquitto, and every kind of bad command refused with its reason and nothing written."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.broker import Mosquitto, free_port
+from agent.command import ResultWaiter, build_command, publish
+from agent.commission import commission
+from agent.config import load_config
+from agent.keys import generate, load_private, load_trust_dir
+from firmware_sim.breaker import BreakerSimulator
+from firmware_sim.site import site_config
+from tests.helpers import until
+from tests.test_end_to_end import running, subscribed
+
+BREAKER = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+OTHER = "11111111-2222-4333-8444-555555555555"
+STATUS = f"openfmb/switchmodule/SwitchStatusProfile/{BREAKER}"
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> dict[str, Any]:
+    """Two central keys: scada-1 may open and close anything; planner-1 may only open."""
+    scada, _ = generate(tmp_path / "central" / "scada-1.key")
+    planner, _ = generate(tmp_path / "central" / "planner-1.key")
+    trust = tmp_path / "central" / "trust.toml"
+    trust.write_text(
+        '[[keys]]\nkid = "scada-1"\npublic_key = "scada-1.pub.pem"\ntwins = ["*"]\n'
+        'actions = ["open", "close"]\n\n'
+        f'[[keys]]\nkid = "planner-1"\npublic_key = "planner-1.pub.pem"\ntwins = ["{BREAKER}"]\n'
+        'actions = ["open"]\n'
+    )
+    return {"scada": load_private(scada), "planner": load_private(planner), "trust": trust}
+
+
+def breaker_config(
+    tmp_path: Path,
+    keys: dict[str, Path],
+    central: dict[str, Any],
+    mqtt_port: int,
+    port: int,
+    refusal_rate: float = 100,
+) -> Path:
+    head = site_config(
+        agent_id="test-agent",
+        data_dir=tmp_path / "data",
+        key_file=keys["private"],
+        mqtt={"port": mqtt_port},
+        meters=[],
+        status_interval_s=3600,
+        reporting={"integrity_period_s": 60},
+    )
+    cfg = tmp_path / "edgetwin.toml"
+    cfg.write_text(
+        head
+        + f"""
+[control]
+trust_file = "{central["trust"]}"
+max_age_s = 30
+refusal_events_per_s = {refusal_rate}
+
+[[devices]]
+name = "breaker1"
+driver = "modbus_tcp"
+host = "127.0.0.1"
+port = {port}
+poll_interval_s = 0.1
+timeout_s = 0.5
+
+[[twins]]
+mrid = "{BREAKER}"
+kind = "switch"
+name = "Feeder 12 breaker"
+device = "breaker1"
+point_map = "sim_breaker"
+max_operations_per_minute = 100
+
+[[twins.interlocks]]
+action = "close"
+field = "@Fault"
+equals = true
+reason = "protection fault present"
+"""
+    )
+    return cfg
+
+
+@pytest.fixture
+async def site(
+    tmp_path: Path, keys: dict[str, Path], central: dict[str, Any], mosquitto: Mosquitto
+) -> AsyncIterator[dict[str, Any]]:
+    async with BreakerSimulator(port=free_port(), closed=True) as sim:
+        cfg = breaker_config(tmp_path, keys, central, mosquitto.port, sim.port)
+        async with running(cfg) as agent:
+            await until(
+                lambda: (
+                    agent.control is not None
+                    and agent._listener is not None
+                    and agent._listener.subscribed.is_set()
+                )
+            )
+            yield {
+                "sim": sim,
+                "cfg": cfg,
+                "agent": agent,
+                "url": mosquitto.url,
+                "trust": load_trust_dir(keys["trust"]),
+            }
+
+
+async def send(
+    site: dict[str, Any], topic: str, envelope: bytes, command_mrid: str
+) -> dict[str, Any]:
+    def roundtrip() -> dict[str, Any] | None:
+        with ResultWaiter(site["url"], site["trust"], kind="switch", mrid=BREAKER) as waiter:
+            publish(site["url"], topic, envelope)
+            return waiter.wait(command_mrid, 10)
+
+    result = await asyncio.to_thread(roundtrip)
+    assert result is not None, "no result event"
+    return result
+
+
+async def command(
+    site: dict[str, Any], key: Ed25519PrivateKey, kid: str, action: str, **kw: Any
+) -> dict[str, Any]:
+    topic, envelope, cmd = build_command(key, kid, kind="switch", mrid=BREAKER, action=action, **kw)
+    return await send(site, topic, envelope, cmd)
+
+
+async def test_open_and_close_by_signed_command(
+    site: dict[str, Any], central: dict[str, Any], keys: dict[str, Path]
+) -> None:
+    sim, agent = site["sim"], site["agent"]
+    refused = await command(site, central["scada"], "scada-1", "open")
+    assert refused["result"] == "refused" and refused["reason"] == "not_commissioned"
+    assert sim.unit.writes == 0
+    assert (await commission(load_config(site["cfg"]), BREAKER)).ok
+
+    def positions(got) -> list[str]:  # type: ignore[no-untyped-def]
+        xswi = [
+            r["payload"]["switchStatus"]["switchStatusXSWI"] for r in got.on(STATUS) if r["valid"]
+        ]
+        return [x["Pos"]["stVal"] for x in xswi if "Pos" in x]  # messages carry what changed
+
+    with subscribed(site["url"], keys["trust"]) as got:
+        opened = await command(site, central["scada"], "scada-1", "open")
+        assert opened["result"] == "executed" and opened["readback"] is False
+        assert sim.unit.closed is False and sim.unit.writes == 1
+        await until(lambda: positions(got)[-1:] == ["open"])
+        closed = await command(site, central["scada"], "scada-1", "close")
+        assert closed["result"] == "executed" and sim.unit.closed is True
+        await until(lambda: positions(got)[-1:] == ["closed"])
+    assert agent.status()["control"]["executed"] == 2
+
+
+async def test_bad_commands_are_refused_and_write_nothing(
+    site: dict[str, Any], central: dict[str, Any]
+) -> None:
+    sim = site["sim"]
+    assert (await commission(load_config(site["cfg"]), BREAKER)).ok
+    ok_topic, ok_envelope, ok_cmd = build_command(
+        central["scada"], "scada-1", kind="switch", mrid=BREAKER, action="open"
+    )
+    assert (await send(site, ok_topic, ok_envelope, ok_cmd))["result"] == "executed"
+    writes = sim.unit.writes
+    now_ms = int(time.time() * 1000)
+    cases = {
+        "bad_signature": dict(key=Ed25519PrivateKey.generate(), kid="scada-1", action="close"),
+        "unknown_key": dict(key=Ed25519PrivateKey.generate(), kid="intruder", action="close"),
+        "unauthorized": dict(key=central["planner"], kid="planner-1", action="close"),
+        "expired": dict(
+            key=central["scada"], kid="scada-1", action="close", ts_ms=now_ms - 60_000, expires_s=30
+        ),
+        "topic_mismatch": dict(
+            key=central["scada"],
+            kid="scada-1",
+            action="close",
+            signed_topic=f"openfmb/switchmodule/SwitchDiscreteControlProfile/{OTHER}",
+        ),
+    }
+    for reason, kw in cases.items():
+        result = await command(site, kw.pop("key"), kw.pop("kid"), kw.pop("action"), **kw)
+        assert (result["result"], result["reason"]) == ("refused", reason), result
+    replay = await send(site, ok_topic, ok_envelope, ok_cmd)  # the very same signed command
+    assert (replay["result"], replay["reason"]) == ("refused", "replayed")
+
+    sim.unit.fault_flag = True  # protection fault: closing is interlocked
+    twin = site["agent"].config.twins[0]
+    await until(
+        lambda: (
+            twin.state().points.get("@Fault") is not None
+            and twin.state().points["@Fault"].value is True
+        )
+    )
+    interlocked = await command(site, central["scada"], "scada-1", "close")
+    assert (interlocked["result"], interlocked["reason"]) == ("refused", "interlock")
+    assert interlocked["detail"] == "protection fault present"
+    assert sim.unit.writes == writes and sim.unit.closed is False  # nothing reached the breaker
+    refusals = site["agent"].status()["control"]["refusals"]
+    assert refusals == {r: 1 for r in [*cases, "replayed", "interlock"]}
+
+
+async def test_a_flood_of_forged_commands_is_refused_without_starving_telemetry(
+    tmp_path: Path, keys: dict[str, Path], central: dict[str, Any], mosquitto: Mosquitto
+) -> None:
+    async with BreakerSimulator(port=free_port()) as sim:
+        cfg = breaker_config(tmp_path, keys, central, mosquitto.port, sim.port, refusal_rate=2)
+        async with running(cfg) as agent:
+            await until(lambda: agent._listener is not None and agent._listener.subscribed.is_set())
+            forger = Ed25519PrivateKey.generate()
+            forged = [
+                build_command(forger, "scada-1", kind="switch", mrid=BREAKER, action="open")[:2]
+                for _ in range(300)
+            ]
+            polls = agent.devices[0].stats.polls
+
+            def flood() -> None:
+                from agent.config import MqttConfig
+                from agent.mqtt import make_client
+
+                client = make_client(MqttConfig(port=mosquitto.port), "forger")
+                client.connect("127.0.0.1", mosquitto.port)
+                client.loop_start()
+                infos = [client.publish(t, e, qos=1) for t, e in forged]
+                for info in infos:
+                    info.wait_for_publish(10)
+                client.disconnect()
+                client.loop_stop()
+
+            await asyncio.to_thread(flood)
+            await until(lambda: agent.control.counters["received"] == 300)  # type: ignore[union-attr]
+            await until(lambda: agent.control.counters["refused"] == 300)  # type: ignore[union-attr]
+            control = agent.control.status()  # type: ignore[union-attr]
+            assert control["refusals"] == {"bad_signature": 300} and control["executed"] == 0
+            assert control["refusal_events_suppressed"] >= 290  # the outbox was not flooded
+            assert agent.devices[0].stats.polls > polls  # polling went on during the flood
+            assert sim.unit.writes == 0
