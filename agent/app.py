@@ -135,7 +135,11 @@ class Agent:
         if a.control is None:
             return None
         service = ControlService(
-            self.config, a.control, outbox, {d.config.name: d for d in self.devices}
+            self.config,
+            a.control,
+            outbox,
+            {d.config.name: d for d in self.devices},
+            clock=self.clock,
         )
         if service.topics:
             self._listener = CommandListener(

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -235,19 +236,25 @@ def cmd_discover_opcua(args: argparse.Namespace) -> int:
 
 def cmd_command(args: argparse.Namespace) -> int:
     """Sign and send a control command, wait for its result event, print it as JSON."""
-    from agent.command import ResultWaiter, build_command, publish
+    from agent.command import ResultWaiter, build_command, curve, parse_point, publish
     from agent.keys import load_private, load_trust_dir
 
     key = load_private(Path(args.key))
-    topic, envelope, command_mrid = build_command(
-        key,
-        args.kid,
-        kind=args.kind,
-        mrid=args.twin,
-        action=args.action,
-        prefix=args.prefix,
-        expires_s=args.expires,
-    )
+    now = time.time()
+    try:
+        schedule = curve([parse_point(text, now) for text in args.point])
+        topic, envelope, command_mrid = build_command(
+            key,
+            args.kid,
+            kind=args.kind,
+            mrid=args.twin,
+            action=args.action or ("schedule" if schedule else ""),
+            schedule=schedule,
+            prefix=args.prefix,
+            expires_s=args.expires,
+        )
+    except ValueError as err:
+        raise EdgeTwinError(str(err)) from None
     with ResultWaiter(
         args.broker,
         load_trust_dir(Path(args.trust)),
@@ -339,8 +346,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kid", required=True, help="its key id, as in the agent's trust file")
     s.add_argument("--trust", required=True, help="folder of the agents' public keys")
     s.add_argument("--twin", required=True, help="the twin's mRID")
-    s.add_argument("--kind", default="switch", choices=["switch"])
-    s.add_argument("--action", required=True, help="e.g. open or close")
+    s.add_argument(
+        "--kind",
+        default="switch",
+        choices=["switch", "breaker", "recloser", "solar", "ess", "generic"],
+    )
+    s.add_argument("--action", help="open or close (switches); schedule (implied by --point)")
+    s.add_argument(
+        "--point",
+        action="append",
+        default=[],
+        metavar="PARAM=VALUE[@WHEN]",
+        help="a curve point, e.g. W_net_mag=-20000@+60 (WHEN: +SECONDS or ISO 8601; default "
+        "now); repeatable",
+    )
     s.add_argument("--prefix", default="openfmb")
     s.add_argument("--expires", type=float, default=30.0, help="seconds the command stays valid")
     s.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the result")

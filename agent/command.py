@@ -1,10 +1,14 @@
 """The central side of control: build, sign and send a command, and wait for its result.
 
-``build_command`` makes the control profile for a twin (today: switches, ``open`` / ``close``)
-and signs it: header ``kid``, ``seq`` (milliseconds since the epoch, kept strictly increasing
-within a process, so successive invocations never reuse one and no state file is needed),
-``ts``, ``exp`` and ``tpc``. ``send_command`` subscribes to the twin's event topic first, then
-publishes at QoS 1 and waits for the verified result event that names this command's mRID.
+``build_command`` makes the control profile for a twin of any controllable kind (the twin
+class builds the body: ``open`` / ``close`` for switches, breakers and reclosers, ``schedule``
+with curve points for solar, ESS and generic twins) and signs it: header ``kid``, ``seq``
+(milliseconds since the epoch, kept strictly increasing within a process, so successive
+invocations never reuse one and no state file is needed), ``ts``, ``exp`` and ``tpc``.
+``ResultWaiter`` subscribes to the twin's event topic before the command is published and
+returns the verified result event that names the command's mRID (for a schedule: its
+acceptance; the results of its curve points, which follow at their times, are kept in
+``points``).
 """
 
 from __future__ import annotations
@@ -12,17 +16,25 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agent import registry
 from agent.codec import Signer, pack
 from agent.subscriber import Subscription, Verifier
-from twins.profiles import SWITCH_CONTROL, SWITCH_EVENT, Profile, timestamp
 
-KINDS: dict[str, tuple[Profile, Profile]] = {"switch": (SWITCH_CONTROL, SWITCH_EVENT)}
 _seq_lock = threading.Lock()
 _seq_state = {"last": 0}
+
+
+def twin_class(kind: str) -> Any:
+    """The twin class of ``kind`` (from the ``edgetwin.twins`` plugins); it must take control."""
+    cls = registry.load(registry.TWINS, kind)
+    if not hasattr(cls, "control_profile"):
+        raise ValueError(f"{kind} twins take no control")
+    return cls
 
 
 def next_seq() -> int:
@@ -32,22 +44,31 @@ def next_seq() -> int:
         return seq
 
 
-def control_body(kind: str, mrid: str, action: str, command_mrid: str) -> dict[str, Any]:
-    control, _ = KINDS[kind]
-    if kind == "switch":
-        body = {
-            "switchDiscreteControlXSWI": {"Pos": {"ctlVal": {"close": True, "open": False}[action]}}
-        }
-    return {
-        control.message_info: {
-            "messageInfo": {
-                "identifiedObject": {"mRID": command_mrid},
-                "messageTimeStamp": timestamp(time.time()),
-            }
-        },
-        control.equipment: {"conductingEquipment": {"mRID": mrid}},
-        control.body: body,
-    }
+def parse_point(text: str, now: float) -> tuple[float, dict[str, float]]:
+    """``PARAM=VALUE[@WHEN]`` -> (start, {PARAM: VALUE}); WHEN is ``+SECONDS`` from now or an
+    ISO 8601 time with a zone; without it the point starts now."""
+    assignment, _, when = text.partition("@")
+    param, sep, value = assignment.partition("=")
+    if not sep or not param:
+        raise ValueError(f"{text!r}: expected PARAM=VALUE[@WHEN], e.g. W_net_mag=5000@+60")
+    if not when:
+        start = now
+    elif when.startswith("+"):
+        start = now + float(when[1:])
+    else:
+        moment = datetime.fromisoformat(when)
+        if moment.tzinfo is None:
+            raise ValueError(f"{when!r}: give the time zone (e.g. 2026-11-24T10:00:00Z)")
+        start = moment.timestamp()
+    return start, {param: float(value)}
+
+
+def curve(points: list[tuple[float, dict[str, float]]]) -> list[tuple[float, dict[str, float]]]:
+    """Points merged by start time (several parameters at one time), in the order given."""
+    merged: dict[float, dict[str, float]] = {}
+    for start, params in points:
+        merged.setdefault(start, {}).update(params)
+    return list(merged.items())
 
 
 def build_command(
@@ -57,6 +78,7 @@ def build_command(
     kind: str,
     mrid: str,
     action: str,
+    schedule: list[tuple[float, dict[str, float]]] | None = None,
     prefix: str = "openfmb",
     expires_s: float = 30.0,
     seq: int | None = None,
@@ -65,12 +87,19 @@ def build_command(
 ) -> tuple[str, bytes, str]:
     """(topic, envelope, command mRID). ``signed_topic``, ``seq`` and ``ts_ms`` override the
     defaults (tests use them to make commands the agent must refuse)."""
-    control, _ = KINDS[kind]
+    cls = twin_class(kind)
+    control = cls.control_profile
     command_mrid = str(uuid.uuid4())
     topic = control.topic(prefix, mrid)
     now = ts_ms if ts_ms is not None else int(time.time() * 1000)
+    body = control.frame(
+        mrid=mrid,
+        body=cls.control_body(action, schedule or ()),
+        now=now / 1000,
+        message_mrid=command_mrid,
+    )
     envelope = Signer(key, kid).sign(
-        pack(control_body(kind, mrid, action, command_mrid)),
+        pack(body),
         seq=seq if seq is not None else next_seq(),
         ts_ms=now,
         topic=signed_topic or topic,
@@ -92,8 +121,10 @@ class ResultWaiter:
         mrid: str,
         prefix: str = "openfmb",
     ) -> None:
-        _, event = KINDS[kind]
+        event = twin_class(kind).event_profile
+        self._body = event.body
         self._results: dict[str, dict[str, Any]] = {}
+        self.points: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._sub = Subscription(
             url,
@@ -106,9 +137,12 @@ class ResultWaiter:
     def _on(self, report: dict[str, Any]) -> None:
         if not report.get("valid"):
             return
-        body = report["payload"].get(SWITCH_EVENT.body, {}).get("commandResult", {})
+        body = report["payload"].get(self._body, {}).get("commandResult", {})
         with self._cond:
-            self._results[str(body.get("commandMRID"))] = {**body, "seq": report["seq"]}
+            if "schedulePoint" in body:
+                self.points.append({**body, "seq": report["seq"]})
+            else:
+                self._results[str(body.get("commandMRID"))] = {**body, "seq": report["seq"]}
             self._cond.notify_all()
 
     def __enter__(self) -> ResultWaiter:

@@ -282,15 +282,6 @@ def _twins(
         for field in tc.overrides:
             if field not in {e.field for e in entries}:
                 problems.append(f"{where}.overrides.{field}: no point feeds this field")
-        controls = getattr(twin_cls, "controls", {})
-        for j, lock in enumerate(tc.interlocks):
-            if lock.action not in controls:
-                problems.append(
-                    f"{where}.interlocks[{j}].action: {tc.kind} twins accept "
-                    f"{', '.join(controls) or 'no controls'}, not {lock.action!r}"
-                )
-            if lock.field not in {e.field for e in entries}:
-                problems.append(f"{where}.interlocks[{j}].field: no point feeds {lock.field!r}")
         spec = TwinSpec(
             mrid=tc.mrid,
             name=tc.name or tc.mrid,
@@ -308,6 +299,15 @@ def _twins(
         except ValueError as err:
             problems.append(f"{where}: {err}")
             continue
+        actions = twin.actions() if hasattr(twin, "actions") else ()
+        for j, lock in enumerate(tc.interlocks):
+            if lock.action not in actions:
+                problems.append(
+                    f"{where}.interlocks[{j}].action: this {tc.kind} twin accepts "
+                    f"{', '.join(actions) or 'no controls'}, not {lock.action!r}"
+                )
+            if lock.field not in {e.field for e in entries}:
+                problems.append(f"{where}.interlocks[{j}].field: no point feeds {lock.field!r}")
         for profile in twin.profiles:
             topic = profile.topic(spec.topic_prefix, spec.mrid)
             if topic in topics:

@@ -6,23 +6,31 @@ A command is a signed envelope (``agent.codec``) on the twin's control topic, e.
 
 1. the envelope is well formed and its signature verifies with a key in the trust file
    (``bad_signature``, ``unknown_key``, ``malformed``);
-2. that key is authorized for this twin and this action (``unauthorized``); the payload must
-   name the twin and an action it has (``unknown_action``, ``wrong_equipment``);
+2. the payload names the twin (``wrong_equipment``) and is a command the twin accepts
+   (``twins.control``: ``unknown_action``, ``malformed``, ``out_of_order`` curve points,
+   ``out_of_range`` setpoints), and the key is authorized for this twin and that action
+   (``unauthorized``);
 3. the signed topic is the topic it arrived on (``topic_mismatch``);
 4. it has not expired: now <= ``exp``, or ``ts`` + ``max_age_s`` without ``exp`` (``expired``);
 5. its ``seq`` was not seen from that key (``replayed``): a window of seen numbers per key, in
    ``control.db``, written *before* execution, so a restart cannot re-open it;
 6. the twin is commissioned (``not_commissioned``);
-7. the interlocks allow it: configured conditions on the twin's state, which must be of good
+7. a schedule was not signed before the schedule in force (``out_of_order``);
+8. the interlocks allow it: configured conditions on the twin's state, which must be of good
    quality, and at most ``max_operations_per_minute`` (``interlock``, ``rate_limited``).
 
-Then the write goes through the device's runtime (between polls) and is read back:
-``executed`` when the read-back equals the commanded value, ``failed`` otherwise or when the
-device refuses. Every command ends in a signed result event on the twin's event profile, through
-the outbox as an event (dropped last). Refusals are logged; their events are limited to
-``refusal_events_per_s`` per twin (the rest are counted), so a flood of forged commands can
-neither fill the outbox nor starve telemetry: commands wait in a bounded queue, handled one at a
-time, and the event loop is yielded between them.
+Then the writes go through the device's runtime (between polls, the point map's transform
+undone) and are read back: ``executed`` when every read-back confirms its value, ``failed``
+otherwise or when the device refuses. A schedule is ``accepted`` and handed to
+``agent.schedule``, which applies each curve point at its time; each application checks the
+interlocks again and ends in its own result event (``schedulePoint``: its index). Every command
+ends in a signed result event on the twin's event profile, through the outbox as an event
+(dropped last).
+
+Floods: commands wait in a bounded queue (beyond it they are shed and counted); signatures are
+verified in batches on a worker thread (Ed25519 releases the GIL), so the event loop that polls
+devices and publishes telemetry spends little on them. Refusals are logged and published up to
+``refusal_events_per_s`` per twin; the rest are only counted.
 """
 
 from __future__ import annotations
@@ -31,9 +39,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-import time
 import tomllib
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,18 +47,21 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.codec import b64url_decode, pack, split, unpack, verify
+from agent.clock import Clock, SystemClock
+from agent.codec import Verified, b64url_decode, pack, split, unpack, verify
 from agent.config import AgentConfig, ControlConfig, Interlock, TwinConfig
 from agent.errors import ConfigError, DeviceError, VerificationError
 from agent.keys import load_public
 from agent.localstate import commissioned
 from agent.outbox import EVENT, Outbox
 from agent.running import RunningDevice
-from twins.profiles import timestamp
+from agent.schedule import Schedule, ScheduleRunner, ScheduleStore
+from twins.control import BadCommand, Command, Controllable, Write, is_controllable
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 1000
+VERIFY_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -127,7 +136,7 @@ class Refused(Exception):
 
 
 class ControlService:
-    """Receives commands (``submit``, from the MQTT thread), checks and executes them."""
+    """Receives commands (``submit``, in the event loop), checks and executes them."""
 
     def __init__(
         self,
@@ -136,34 +145,41 @@ class ControlService:
         outbox: Outbox,
         devices: Mapping[str, RunningDevice],
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         self._config = config
         self._control = control
         self._outbox = outbox
         self._devices = devices
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._grants = load_trust(control.trust_file)
         self._keys = {kid: g.key for kid, g in self._grants.items()}
-        self._replay = ReplayGuard(config.agent.data_dir / "control.db", control.replay_window)
+        data_dir = config.agent.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._replay = ReplayGuard(data_dir / "control.db", control.replay_window)
+        self.schedules = ScheduleRunner(
+            ScheduleStore(data_dir / "control.db"), self._clock, self._apply_point
+        )
         prefix = config.agent.mqtt.topic_prefix
-        self._twins: dict[str, Any] = {}
+        self._twins: dict[str, Controllable] = {}
         self.topics: dict[str, str] = {}  # control topic -> mRID
         for twin in config.twins:
-            profile = getattr(twin, "control_profile", None)
-            if profile is not None:
-                topic = profile.topic(prefix, twin.spec.mrid)
-                self._twins[twin.spec.mrid] = twin
+            if is_controllable(twin):
+                controllable: Controllable = twin  # type: ignore[assignment]
+                topic = controllable.control_profile.topic(prefix, twin.spec.mrid)
+                self._twins[twin.spec.mrid] = controllable
                 self.topics[topic] = twin.spec.mrid
         self._twin_config: dict[str, TwinConfig] = {t.mrid: t for t in config.agent.twins}
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(QUEUE_LIMIT)
         self._operations: dict[str, list[float]] = {}
         self._refusal_budget: dict[str, tuple[float, float]] = {}
+        self._point_failures: dict[tuple[str, str | None, int], Any] = {}
         self.counters = {
             "received": 0,
             "executed": 0,
             "failed": 0,
             "refused": 0,
+            "schedules_accepted": 0,
             "dropped_queue_full": 0,
             "refusal_events_suppressed": 0,
         }
@@ -178,64 +194,93 @@ class ControlService:
             self.counters["dropped_queue_full"] += 1
 
     async def run(self) -> None:
+        self.schedules.start()
         try:
             while True:
-                topic, payload = await self._queue.get()
-                await self.handle(topic, payload)
-                await asyncio.sleep(0)  # telemetry gets its turn between commands
+                batch = [await self._queue.get()]
+                while len(batch) < VERIFY_BATCH and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                verified = await asyncio.to_thread(self._verify_all, [p for _, p in batch])
+                for (topic, payload), v in zip(batch, verified, strict=True):
+                    await self.handle(topic, payload, v)
+                    await asyncio.sleep(0)  # telemetry gets its turn between commands
         finally:
+            await self.schedules.close()
             self._replay.close()
 
-    async def handle(self, topic: str, payload: bytes) -> dict[str, Any]:
+    def _verify_all(self, payloads: list[bytes]) -> list[Verified | VerificationError]:
+        out: list[Verified | VerificationError] = []
+        for payload in payloads:
+            try:
+                out.append(verify(payload, self._keys, None))
+            except VerificationError as err:
+                out.append(err)
+        return out
+
+    async def handle(
+        self, topic: str, payload: bytes, verified: Verified | VerificationError | None = None
+    ) -> dict[str, Any]:
         """Check and execute one command; publish and return its result."""
         mrid = self.topics.get(topic, topic.rsplit("/", 1)[-1])
+        if verified is None:
+            verified = self._verify_all([payload])[0]
         header: dict[str, Any] = {}
         action: str | None = None
         try:
-            header, action, body = self._check(topic, payload, mrid)
-            result = await self._execute(mrid, action)
+            header, command, body = self._check(topic, verified, mrid)
+            action = command.action
+            if command.schedule:
+                result = self._accept_schedule(mrid, header, command, body)
+            else:
+                result = await self._execute(mrid, command.writes)
         except Refused as refusal:
             result = {"result": "refused", "reason": refusal.reason, "detail": refusal.detail}
             header = peek_header(payload)  # unverified: only to let the sender match its result
             self.counters["refused"] += 1
             self.refusals[refusal.reason] = self.refusals.get(refusal.reason, 0) + 1
-            log.warning("control: refused command for %s: %s", mrid, refusal)
             if not self._may_publish_refusal(mrid):
                 self.counters["refusal_events_suppressed"] += 1
+                log.debug("control: refused command for %s: %s", mrid, refusal)
                 return result
+            log.warning("control: refused command for %s: %s", mrid, refusal)
             body = peek_body(payload)
-        command_mrid = _command_mrid(body)
         result.update(
-            action=action, kid=header.get("kid"), seq=header.get("seq"), commandMRID=command_mrid
+            action=action,
+            kid=header.get("kid"),
+            seq=header.get("seq"),
+            commandMRID=_command_mrid(body),
         )
         self._publish(mrid, result)
         return result
 
-    def _check(self, topic: str, payload: bytes, mrid: str) -> tuple[dict[str, Any], str, Any]:
-        try:
-            v = verify(payload, self._keys, None)
-        except VerificationError as err:
-            raise Refused(err.reason, err.detail) from None
-        header = v.header
+    def _check(
+        self, topic: str, verified: Verified | VerificationError, mrid: str
+    ) -> tuple[dict[str, Any], Command, Any]:
+        if isinstance(verified, VerificationError):
+            raise Refused(verified.reason, verified.detail)
+        header = verified.header
         kid = str(header["kid"])
         try:
-            body = unpack(v.payload)
+            body = unpack(verified.payload)
         except Exception:
             raise Refused("malformed", "payload is not msgpack") from None
         twin = self._twins.get(mrid)
         if twin is None:
             raise Refused("unknown_twin", mrid)
-        action = twin.action_of(body)
-        if action is None or action not in twin.controls:
-            raise Refused("unknown_action", f"{twin.spec.kind} accepts {', '.join(twin.controls)}")
+        if not isinstance(body, dict):
+            raise Refused("malformed", "the payload is not a control profile map")
         equipment = body.get(twin.control_profile.equipment, {}).get("conductingEquipment", {})
         if equipment.get("mRID") != mrid:
             raise Refused("wrong_equipment", f"the command names {equipment.get('mRID')!r}")
-        if not self._grants[kid].allows(mrid, action):
-            raise Refused("unauthorized", f"key {kid} may not {action} {mrid}")
+        try:
+            command = twin.parse_command(body)
+        except BadCommand as err:
+            raise Refused(err.reason, err.detail) from None
+        if not self._grants[kid].allows(mrid, command.action):
+            raise Refused("unauthorized", f"key {kid} may not {command.action} {mrid}")
         if header.get("tpc") != topic:
             raise Refused("topic_mismatch", f"signed for {header.get('tpc')!r}")
-        now_ms = self._clock() * 1000
+        now_ms = self._clock.time() * 1000
         exp = header.get("exp")
         deadline = exp if isinstance(exp, int) else header["ts"] + self._control.max_age_s * 1000
         if now_ms > deadline:
@@ -244,13 +289,16 @@ class ControlService:
             raise Refused("replayed", f"seq {header['seq']} from {kid} was seen before")
         if mrid not in commissioned(self._config.agent.data_dir):
             raise Refused("not_commissioned", "run: edgetwin commission CONFIG MRID")
-        self._interlocks(mrid, action)
-        return header, action, body
+        in_force = self.schedules.in_force(mrid)
+        if command.schedule and in_force is not None and header["ts"] < in_force.ts_ms:
+            raise Refused("out_of_order", "signed before the schedule in force")
+        self._interlocks(mrid, command.action)
+        self._rate_limit(mrid)
+        return header, command, body
 
     def _interlocks(self, mrid: str, action: str) -> None:
-        twin, tc = self._twins[mrid], self._twin_config[mrid]
-        points = twin.state().points
-        for lock in tc.interlocks:
+        points = self._twins[mrid].state().points
+        for lock in self._twin_config[mrid].interlocks:
             if lock.action != action:
                 continue
             sample = points.get(lock.field)
@@ -258,37 +306,84 @@ class ControlService:
                 raise Refused("interlock", f"{lock.field} is not known with good quality")
             if lock.blocks(sample.value):
                 raise Refused("interlock", lock.reason or _describe(lock, sample.value))
-        now = self._clock()
-        recent = [t for t in self._operations.get(mrid, []) if now - t < 60]
-        if len(recent) >= tc.max_operations_per_minute:
-            raise Refused("rate_limited", f"{len(recent)} operations in the last minute")
-        self._operations[mrid] = recent
 
-    async def _execute(self, mrid: str, action: str) -> dict[str, Any]:
-        twin = self._twins[mrid]
-        field, value = twin.controls[action]
-        point = next(bp for bp in twin.bound_points() if bp.field == field)
-        self._operations.setdefault(mrid, []).append(self._clock())
+    def _rate_limit(self, mrid: str) -> None:
+        now = self._clock.time()
+        recent = [t for t in self._operations.get(mrid, []) if now - t < 60]
+        if len(recent) >= self._twin_config[mrid].max_operations_per_minute:
+            raise Refused("rate_limited", f"{len(recent)} operations in the last minute")
+        self._operations[mrid] = [*recent, now]
+
+    def _accept_schedule(
+        self, mrid: str, header: Mapping[str, Any], command: Command, body: Any
+    ) -> dict[str, Any]:
+        schedule = Schedule(
+            mrid, str(header["kid"]), int(header["ts"]), _command_mrid(body), command.schedule
+        )
+        self.schedules.accept(schedule)
+        self.counters["schedules_accepted"] += 1
+        log.info("control: schedule of %d points accepted for %s", len(schedule.points), mrid)
+        return {"result": "accepted", "points": len(schedule.points)}
+
+    async def _apply_point(self, schedule: Schedule, index: int) -> bool:
+        """Apply one curve point (``agent.schedule``'s callback): interlocks, writes, event."""
+        mrid = schedule.mrid
         try:
-            readback = await self._devices[twin.spec.device].execute(point.spec, value)
-        except (DeviceError, TimeoutError, OSError) as err:
-            self.counters["failed"] += 1
-            log.error("control: %s %s failed: %s", action, mrid, err)
-            return {"result": "failed", "reason": "device", "detail": str(err)}
-        if readback.quality.is_good and readback.value == value:
-            self.counters["executed"] += 1
-            log.info("control: %s %s executed and confirmed", action, mrid)
-            return {"result": "executed", "readback": readback.value}
-        self.counters["failed"] += 1
-        return {
-            "result": "failed",
-            "reason": "readback",
-            "detail": f"read back {readback.value!r} ({readback.quality.validity.value})",
-        }
+            self._interlocks(mrid, "schedule")
+        except Refused as refusal:
+            log.warning("control: schedule point %d for %s refused: %s", index, mrid, refusal)
+            result: dict[str, Any] = {
+                "result": "refused",
+                "reason": refusal.reason,
+                "detail": refusal.detail,
+            }
+            done = True
+        else:
+            result = await self._execute(mrid, schedule.points[index].writes)
+            done = result["result"] == "executed"
+        result.update(
+            action="schedule", kid=schedule.kid, commandMRID=schedule.command_mrid,
+            schedulePoint=index,
+        )  # fmt: skip
+        # a point retried through an outage publishes its first failure and its outcome
+        key = (mrid, schedule.command_mrid, index)
+        repeated = not done and self._point_failures.get(key) == result.get("detail")
+        self._point_failures[key] = None if done else result.get("detail")
+        if not repeated:
+            self._publish(mrid, result)
+        return done
+
+    async def _execute(self, mrid: str, writes: tuple[Write, ...]) -> dict[str, Any]:
+        twin = self._twins[mrid]
+        points = {bp.field: bp for bp in twin.bound_points()}
+        device = self._devices[twin.spec.device]
+        readback: dict[str, Any] = {}
+        for write in writes:
+            bp = points[write.field]
+            try:
+                raw = bp.entry.untransform(write.value)
+                reading = await device.execute(bp.spec, raw)
+            except (DeviceError, TimeoutError, OSError, ValueError) as err:
+                self.counters["failed"] += 1
+                log.error("control: writing %s of %s failed: %s", write.field, mrid, err)
+                return {"result": "failed", "reason": "device", "detail": str(err)}
+            value = bp.entry.transform(reading.value) if reading.quality.is_good else None
+            readback[write.field.removeprefix("@")] = value
+            if not (reading.quality.is_good and bp.entry.same(value, write.value)):
+                self.counters["failed"] += 1
+                return {
+                    "result": "failed",
+                    "reason": "readback",
+                    "detail": f"{write.field} read back {value!r} "
+                    f"({reading.quality.validity.value}), expected {write.value!r}",
+                }
+        self.counters["executed"] += 1
+        log.info("control: %s executed and confirmed", mrid)
+        return {"result": "executed", "readback": readback}
 
     def _may_publish_refusal(self, mrid: str) -> bool:
         """A token bucket per twin for refusal events."""
-        now = self._clock()
+        now = self._clock.time()
         rate = self._control.refusal_events_per_s
         tokens, last = self._refusal_budget.get(mrid, (rate, now))
         tokens = min(rate, tokens + (now - last) * rate)
@@ -303,22 +398,21 @@ class ControlService:
         if twin is None:
             return
         profile = twin.event_profile
-        now = self._clock()
-        body = {
-            profile.message_info: {
-                "messageInfo": {
-                    "identifiedObject": {"mRID": str(uuid.uuid4())},
-                    "messageTimeStamp": timestamp(now),
-                }
-            },
-            profile.equipment: {"conductingEquipment": {"mRID": mrid}},
-            profile.body: {"commandResult": {k: v for k, v in result.items() if v is not None}},
-        }
+        body = {"commandResult": {k: v for k, v in result.items() if v is not None}}
+        payload = profile.frame(mrid=mrid, body=body, now=self._clock.time())
         topic = profile.topic(self._config.agent.mqtt.topic_prefix, mrid)
-        self._outbox.submit(topic, pack(body), EVENT)
+        self._outbox.submit(topic, pack(payload), EVENT)
 
     def status(self) -> dict[str, Any]:
-        return {**self.counters, "refusals": dict(self.refusals)}
+        return {
+            **self.counters,
+            "refusals": dict(self.refusals),
+            "schedules": {
+                mrid: {"points": len(s.points), "in_force": s.in_force(self._clock.time())}
+                for mrid in self._twins
+                if (s := self.schedules.in_force(mrid)) is not None
+            },
+        }
 
 
 def _command_mrid(body: Mapping[str, Any]) -> str | None:

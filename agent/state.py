@@ -38,7 +38,7 @@ def describe(twin: Twin) -> dict[str, Any]:
             for bp in twin.bound_points()
             if not bp.field.startswith("@")
         ],
-        "controls": list(getattr(twin, "controls", ())),
+        "controls": list(twin.actions()) if hasattr(twin, "actions") else [],
     }
 
 

@@ -154,7 +154,7 @@ async def test_open_and_close_by_signed_command(
 
     with subscribed(site["url"], keys["trust"]) as got:
         opened = await command(site, central["scada"], "scada-1", "open")
-        assert opened["result"] == "executed" and opened["readback"] is False
+        assert opened["result"] == "executed" and opened["readback"] == {"Pos": False}
         assert sim.unit.closed is False and sim.unit.writes == 1
         await until(lambda: positions(got)[-1:] == ["open"])
         closed = await command(site, central["scada"], "scada-1", "close")

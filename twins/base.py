@@ -126,6 +126,14 @@ def policy_for(
     )
 
 
+def combine(inputs: Sequence[Reading], value: object, field: str) -> Reading:
+    """A derived sample: ``value`` with the worst quality of its inputs (no value unless all
+    are good) and the newest of their times."""
+    worst = next((r.quality for r in inputs if not r.quality.is_good), inputs[0].quality)
+    ts = max(r.ts for r in inputs)
+    return Reading(field, value if worst.is_good else None, worst, ts)  # type: ignore[arg-type]
+
+
 INPUT = "@"  # prefix of point-map fields that feed ``derive`` and are not published
 
 

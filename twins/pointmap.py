@@ -82,6 +82,28 @@ class PointEntry(ReportingSettings):
             value = value * self.scale + self.offset
         return value
 
+    def untransform(self, value: Value) -> Value:
+        """The raw value that ``transform`` turns into ``value`` (for writes). A masked or
+        shifted point cannot be written without the other bits of its register."""
+        if value is None or isinstance(value, bool):
+            return value
+        if self.mask is not None or self.shift:
+            raise ValueError(f"{self.field}: a masked or shifted point cannot be written")
+        raw = value
+        if self.scale != 1.0 or self.offset != 0.0:
+            raw = (value - self.offset) / self.scale
+        return raw if self.dtype.startswith("float") else round(raw)
+
+    def same(self, value: Value, expected: Value) -> bool:
+        """Whether a read-back ``value`` confirms a write of ``expected``: equal for states,
+        within the register's resolution (one raw step, or float32 precision) for numbers."""
+        if isinstance(expected, bool) or isinstance(value, bool) or value is None:
+            return value == expected
+        if expected is None:
+            return False
+        step = abs(self.scale) * 0.5 if not self.dtype.startswith("float") else 0.0
+        return abs(float(value) - float(expected)) <= max(step, 1e-6 * abs(float(expected)), 1e-9)
+
 
 class PointMap(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -56,14 +56,29 @@ class Profile:
             for key in parents:
                 node = node.setdefault(key, {})
             node[leaf] = encode_value(self.fields[field], sample)
+        return self.frame(mrid=mrid, body=body, now=now, name=name)
+
+    def frame(
+        self,
+        *,
+        mrid: str,
+        body: dict[str, Any],
+        now: float,
+        name: str | None = None,
+        message_mrid: str | None = None,
+    ) -> dict[str, Any]:
+        """``body`` inside the profile's message info and conducting equipment."""
+        equipment: dict[str, Any] = {"mRID": mrid}
+        if name is not None:
+            equipment["namedObject"] = {"name": name}
         return {
             self.message_info: {
                 "messageInfo": {
-                    "identifiedObject": {"mRID": str(uuid.uuid4())},
+                    "identifiedObject": {"mRID": message_mrid or str(uuid.uuid4())},
                     "messageTimeStamp": timestamp(now),
                 }
             },
-            self.equipment: {"conductingEquipment": {"mRID": mrid, "namedObject": {"name": name}}},
+            self.equipment: {"conductingEquipment": equipment},
             self.body: body,
         }
 
@@ -136,48 +151,73 @@ SOLAR_STATUS = Profile(
     },
 )
 
-SWITCH_READING = Profile(
-    module="switchmodule",
-    name="SwitchReadingProfile",
-    message_info="readingMessageInfo",
-    equipment="protectedSwitch",
-    body="switchReading",
-    fields=_reading_fields(),
+
+def _status_fields(ln: str) -> dict[str, str]:
+    """Operating state and health of a generating unit (solar, ESS): ``<ln>.GnSynSt``,
+    ``<ln>.PointStatus.state`` and ``<ln>.logicalNodeForEventAndStatus.EEHealth``."""
+    return {
+        f"{ln}.GnSynSt": "SPS",  # synchronised to the grid and producing / absorbing
+        f"{ln}.PointStatus.state": "ENS",  # StateKind: off / on / standby
+        f"{ln}.logicalNodeForEventAndStatus.EEHealth": "ENS",  # HealthKind: OK / Alarm
+    }
+
+
+def _family(
+    module: str, prefix: str, equipment: str, body: str, status: Mapping[str, str], control: str
+) -> tuple[Profile, Profile, Profile, Profile]:
+    """Reading, status, event and control (``Control`` or ``DiscreteControl``) profiles of one
+    OpenFMB module. The event profile carries command results; the control profile is what
+    central systems publish."""
+    return (
+        Profile(module, f"{prefix}ReadingProfile", "readingMessageInfo", equipment,
+                f"{body}Reading", _reading_fields()),
+        Profile(module, f"{prefix}StatusProfile", "statusMessageInfo", equipment,
+                f"{body}Status", status),
+        Profile(module, f"{prefix}EventProfile", "eventMessageInfo", equipment,
+                f"{body}Event", {}),
+        Profile(module, f"{prefix}{control}Profile", "controlMessageInfo", equipment,
+                f"{body}{control}", {}),
+    )  # fmt: skip
+
+
+_ZGEN = "solarStatusZGEN.solarEventAndStatusZGEN"
+SOLAR_READING, SOLAR_STATUS, SOLAR_EVENT, SOLAR_CONTROL = _family(
+    "solarmodule", "Solar", "solarInverter", "solar", _status_fields(_ZGEN), "Control"
 )
 
-SWITCH_STATUS = Profile(
-    module="switchmodule",
-    name="SwitchStatusProfile",
-    message_info="statusMessageInfo",
-    equipment="protectedSwitch",
-    body="switchStatus",
-    fields={
-        "switchStatusXSWI.Pos": "ENS",  # DbPosKind: closed / open / transient / invalid
-        "switchStatusXSWI.logicalNodeForEventAndStatus.EEHealth": "ENS",  # OK / Alarm
-        "switchStatusXSWI.OpCnt": "MV",  # operations counter
+ESS_ZBAT = "essStatusZBAT"
+ESS_ZGEN = "essStatusZGEN.eSSEventAndStatusZGEN"
+ESS_READING, ESS_STATUS, ESS_EVENT, ESS_CONTROL = _family(
+    "essmodule",
+    "ESS",
+    "ess",
+    "ess",
+    {
+        f"{ESS_ZBAT}.Soc": "MV",  # state of charge, %
+        f"{ESS_ZBAT}.BatSt": "SPS",  # battery system on
+        **_status_fields(ESS_ZGEN),
     },
+    "Control",
 )
 
-#: where command results go: one event per command, never dropped before telemetry
-SWITCH_EVENT = Profile(
-    module="switchmodule",
-    name="SwitchEventProfile",
-    message_info="eventMessageInfo",
-    equipment="protectedSwitch",
-    body="switchEvent",
-    fields={},
-)
 
-#: the control profile a switch twin listens to (central systems publish it)
-SWITCH_CONTROL = Profile(
-    module="switchmodule",
-    name="SwitchDiscreteControlProfile",
-    message_info="controlMessageInfo",
-    equipment="protectedSwitch",
-    body="switchDiscreteControl",
-    fields={},
-)
+def _switch_status(ln: str) -> dict[str, str]:
+    return {
+        f"{ln}.Pos": "ENS",  # DbPosKind: closed / open / transient / invalid
+        f"{ln}.logicalNodeForEventAndStatus.EEHealth": "ENS",  # OK / Alarm
+        f"{ln}.OpCnt": "MV",  # operations counter
+    }
 
-PROFILES: dict[str, Profile] = {
-    p.name: p for p in (METER_READING, SOLAR_READING, SOLAR_STATUS, SWITCH_READING, SWITCH_STATUS)
-}
+
+SWITCH_READING, SWITCH_STATUS, SWITCH_EVENT, SWITCH_CONTROL = _family(
+    "switchmodule", "Switch", "protectedSwitch", "switch",
+    _switch_status("switchStatusXSWI"), "DiscreteControl",
+)  # fmt: skip
+BREAKER_READING, BREAKER_STATUS, BREAKER_EVENT, BREAKER_CONTROL = _family(
+    "breakermodule", "Breaker", "breaker", "breaker",
+    _switch_status("statusAndEventXCBR"), "DiscreteControl",
+)  # fmt: skip
+RECLOSER_READING, RECLOSER_STATUS, RECLOSER_EVENT, RECLOSER_CONTROL = _family(
+    "reclosermodule", "Recloser", "recloser", "recloser",
+    _switch_status("statusAndEventXCBR"), "DiscreteControl",
+)  # fmt: skip

@@ -1,16 +1,20 @@
 """Solar inverter twin: ``SolarReadingProfile`` from the point map, ``SolarStatusProfile`` derived
-from the inverter's operating state and event bits (the part data cannot say).
+from the inverter's operating state and event bits (the part data cannot say), and schedules.
 
 Inputs (point-map fields, not published): ``@St`` -- the SunSpec operating state (1 off,
 2 sleeping, 3 starting, 4 MPPT, 5 throttled, 6 shutting down, 7 fault, 8 standby) -- and
-``@Evt1``, the SunSpec event bitfield (any bit set is a fault or warning condition). Derived:
+``@Evt1``, the SunSpec event bitfield (any bit set is a fault or warning condition). Derived
+(``unit_status``, shared with the ESS twin):
 
 * ``GnSynSt``: true while producing (MPPT or throttled);
 * ``PointStatus.state``: ``on`` (starting, MPPT, throttled), ``standby`` (sleeping, standby),
   ``off`` (off, shutting down, fault);
 * ``EEHealth``: ``Alarm`` in fault state or with any event bit set, else ``OK``.
 
-A derived field carries the worst quality of its inputs and the newest of their times.
+Control: ``SolarControlProfile`` schedules (``twins.control.ScheduleControl``) through
+``solarControl.solarControlFSCC``; a point map offers a parameter by mapping
+``@set.<parameter>`` (e.g. ``@set.W_net_mag``, an active-power limit). Results are
+``SolarEventProfile`` events.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.models import Reading
-from twins.base import PointMapTwin
-from twins.profiles import SOLAR_READING, SOLAR_STATUS
+from twins.base import PointMapTwin, combine
+from twins.control import ScheduleControl
+from twins.profiles import SOLAR_CONTROL, SOLAR_EVENT, SOLAR_READING, SOLAR_STATUS
 
 ZGEN = "solarStatusZGEN.solarEventAndStatusZGEN"
 GN_SYN_ST = f"{ZGEN}.GnSynSt"
@@ -32,28 +37,44 @@ STANDBY = {2, 8}
 FAULT = 7
 
 
-def _combine(inputs: list[Reading], value: object, field: str) -> Reading:
-    worst = next((r.quality for r in inputs if not r.quality.is_good), inputs[0].quality)
-    ts = max(r.ts for r in inputs)
-    return Reading(field, value if worst.is_good else None, worst, ts)  # type: ignore[arg-type]
+def status_fields(ln: str) -> dict[str, str]:
+    """The derived fields ``unit_status`` produces under logical node ``ln``."""
+    return {
+        f"{ln}.GnSynSt": "state",
+        f"{ln}.PointStatus.state": "state",
+        f"{ln}.logicalNodeForEventAndStatus.EEHealth": "state",
+    }
 
 
-class SolarTwin(PointMapTwin):
+def unit_status(
+    ln: str, inputs: list[Reading], *, producing: bool, state: str, alarm: bool
+) -> dict[str, Reading]:
+    """GnSynSt, PointStatus.state and EEHealth of a generating unit, with its inputs' quality."""
+    health = f"{ln}.logicalNodeForEventAndStatus.EEHealth"
+    return {
+        f"{ln}.GnSynSt": combine(inputs[:1], producing, f"{ln}.GnSynSt"),
+        f"{ln}.PointStatus.state": combine(inputs[:1], state, f"{ln}.PointStatus.state"),
+        health: combine(inputs, "Alarm" if alarm else "OK", health),
+    }
+
+
+class SolarTwin(PointMapTwin, ScheduleControl):
     profiles = (SOLAR_READING, SOLAR_STATUS)
-    derived_fields = {GN_SYN_ST: "state", STATE: "state", HEALTH: "state"}
+    derived_fields = status_fields(ZGEN)
+    control_profile = SOLAR_CONTROL
+    event_profile = SOLAR_EVENT
+    control_fscc = "solarControlFSCC"
 
     def derive(self, samples: Mapping[str, Reading]) -> dict[str, Reading]:
         st = samples.get("@St")
         if st is None:
             return {}
         state = int(st.value) if st.value is not None else None
-        state_name = "on" if state in ON else "standby" if state in STANDBY else "off"
-        out = {
-            GN_SYN_ST: _combine([st], state in PRODUCING, GN_SYN_ST),
-            STATE: _combine([st], state_name, STATE),
-        }
         evt = samples.get("@Evt1")
-        inputs = [st] + ([evt] if evt is not None else [])
-        alarm = state == FAULT or bool(evt is not None and evt.value)
-        out[HEALTH] = _combine(inputs, "Alarm" if alarm else "OK", HEALTH)
-        return out
+        return unit_status(
+            ZGEN,
+            [st] + ([evt] if evt is not None else []),
+            producing=state in PRODUCING,
+            state="on" if state in ON else "standby" if state in STANDBY else "off",
+            alarm=state == FAULT or bool(evt is not None and evt.value),
+        )

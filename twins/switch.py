@@ -1,61 +1,93 @@
-"""Switch / breaker / recloser twin: position and health from the point map, and control.
+"""Switch, breaker and recloser twins: position and health from the point map, and control.
 
 Inputs (point-map fields, not published): ``@Pos`` -- the position, true = closed -- and
-optionally ``@Fault`` (a protection fault flag) and ``@Transient`` (the mechanism is moving).
-Derived, in ``SwitchStatusProfile``: ``Pos`` (``closed`` / ``open`` / ``transient`` /
-``invalid``) and ``EEHealth`` (``Alarm`` while the fault flag is set). Readings of currents and
-voltages, if mapped, go to ``SwitchReadingProfile``.
+optionally ``@Fault`` (a protection fault flag), ``@Transient`` (the mechanism is moving) and
+``@OpCnt`` (the operations counter). Derived, in the status profile under the type's logical
+node (``switchStatusXSWI`` for a switch, ``statusAndEventXCBR`` for a breaker or recloser):
+``Pos`` (``closed`` / ``open`` / ``transient`` / ``invalid``), ``EEHealth`` (``Alarm`` while
+the fault flag is set) and ``OpCnt``. Currents and voltages, if mapped, go to the reading
+profile. One point map serves all three types.
 
-Control: the twin listens to ``SwitchDiscreteControlProfile`` on its mRID. A command's action is
-``open`` or ``close`` (``switchDiscreteControlXSWI.Pos.ctlVal`` false / true); executing it
-writes ``@Pos`` and confirms by reading it back. Results are ``SwitchEventProfile`` events.
+Control (``twins.control.DiscreteControl``): ``open`` / ``close`` on the type's discrete
+control profile; executing one writes ``@Pos`` and confirms it by reading it back. Results are
+events on the type's event profile.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from agent.models import Reading
-from twins.base import PointMapTwin
-from twins.profiles import SWITCH_CONTROL, SWITCH_EVENT, SWITCH_READING, SWITCH_STATUS, Profile
-from twins.solar import _combine
+from twins.base import PointMapTwin, combine
+from twins.control import DiscreteControl
+from twins.profiles import (
+    BREAKER_CONTROL,
+    BREAKER_EVENT,
+    BREAKER_READING,
+    BREAKER_STATUS,
+    RECLOSER_CONTROL,
+    RECLOSER_EVENT,
+    RECLOSER_READING,
+    RECLOSER_STATUS,
+    SWITCH_CONTROL,
+    SWITCH_EVENT,
+    SWITCH_READING,
+    SWITCH_STATUS,
+    Profile,
+)
 
-POS = "switchStatusXSWI.Pos"
-HEALTH = "switchStatusXSWI.logicalNodeForEventAndStatus.EEHealth"
 
-
-class SwitchTwin(PointMapTwin):
-    profiles = (SWITCH_READING, SWITCH_STATUS)
-    derived_fields = {POS: "state", HEALTH: "state"}
-    control_profile: ClassVar[Profile] = SWITCH_CONTROL
-    event_profile: ClassVar[Profile] = SWITCH_EVENT
-    #: action -> (input field written, value)
-    controls: ClassVar[dict[str, tuple[str, Any]]] = {
-        "open": ("@Pos", False),
-        "close": ("@Pos", True),
+def _derived(ln: str) -> dict[str, str]:
+    return {
+        f"{ln}.Pos": "state",
+        f"{ln}.logicalNodeForEventAndStatus.EEHealth": "state",
+        f"{ln}.OpCnt": "state",
     }
 
+
+class SwitchTwin(PointMapTwin, DiscreteControl):
+    profiles = (SWITCH_READING, SWITCH_STATUS)
+    control_profile: ClassVar[Profile] = SWITCH_CONTROL
+    event_profile: ClassVar[Profile] = SWITCH_EVENT
+    control_ln = "switchDiscreteControlXSWI"
+    status_ln: ClassVar[str] = "switchStatusXSWI"
+    derived_fields = _derived("switchStatusXSWI")
+
     def derive(self, samples: Mapping[str, Reading]) -> dict[str, Reading]:
+        ln = self.status_ln
+        out: dict[str, Reading] = {}
+        count = samples.get("@OpCnt")
+        if count is not None:
+            out[f"{ln}.OpCnt"] = combine([count], count.value, f"{ln}.OpCnt")
         pos = samples.get("@Pos")
-        if pos is None:
-            return {}
-        moving = samples.get("@Transient")
-        if moving is not None and moving.value:
-            name = "transient"
-        else:
-            name = "closed" if pos.value else "open"
-        out = {POS: _combine([pos] + ([moving] if moving else []), name, POS)}
+        if pos is not None:
+            moving = samples.get("@Transient")
+            if moving is not None and moving.value:
+                name = "transient"
+            else:
+                name = "closed" if pos.value else "open"
+            out[f"{ln}.Pos"] = combine([pos] + ([moving] if moving else []), name, f"{ln}.Pos")
         fault = samples.get("@Fault")
         if fault is not None:
-            out[HEALTH] = _combine([fault], "Alarm" if fault.value else "OK", HEALTH)
+            health = f"{ln}.logicalNodeForEventAndStatus.EEHealth"
+            out[health] = combine([fault], "Alarm" if fault.value else "OK", health)
         return out
 
-    @staticmethod
-    def action_of(control: Mapping[str, Any]) -> str | None:
-        """The action a SwitchDiscreteControlProfile map asks for, or None if it asks none."""
-        try:
-            ctl = control["switchDiscreteControl"]["switchDiscreteControlXSWI"]["Pos"]["ctlVal"]
-        except (KeyError, TypeError):
-            return None
-        return "close" if ctl is True else "open" if ctl is False else None
+
+class BreakerTwin(SwitchTwin):
+    profiles = (BREAKER_READING, BREAKER_STATUS)
+    control_profile = BREAKER_CONTROL
+    event_profile = BREAKER_EVENT
+    control_ln = "breakerDiscreteControlXCBR"
+    status_ln = "statusAndEventXCBR"
+    derived_fields = _derived("statusAndEventXCBR")
+
+
+class RecloserTwin(SwitchTwin):
+    profiles = (RECLOSER_READING, RECLOSER_STATUS)
+    control_profile = RECLOSER_CONTROL
+    event_profile = RECLOSER_EVENT
+    control_ln = "recloserDiscreteControlXCBR"
+    status_ln = "statusAndEventXCBR"
+    derived_fields = _derived("statusAndEventXCBR")

@@ -1,0 +1,216 @@
+"""The control contract between twins and the agent: what a twin accepts and what it means.
+
+A controllable twin names the profile it listens to (``control_profile``), the one its command
+results go to (``event_profile``), the actions it accepts (``actions()``, from its point map:
+a twin whose map has no writable input offers none), and turns a control profile map into a
+``Command``: writes to point-map input fields, now (``writes``) or at times (``schedule``).
+It also builds that map from an action and its arguments (``control_body``), so the central
+side (``edgetwin command``) and the agent share one shape. No I/O here: ``agent.control``
+checks commands and executes their writes; ``agent.schedule`` runs schedules.
+
+Two families:
+
+* ``DiscreteControl`` (switch, breaker, recloser): ``open`` / ``close`` set ``@Pos``
+  through ``<body>.<ln>.Pos.ctlVal`` (false / true).
+* ``ScheduleControl`` (solar, ESS, generic setpoints): OpenFMB's
+  ``<body>.<fscc>.controlFSCC.controlScheduleFSCH.ValACSG.schPts`` -- curve points, each with a
+  ``startTime`` and ``scheduleParameter`` entries ``{scheduleParameterType, value}``. The twin
+  writes a parameter to its point-map field ``@set.<scheduleParameterType>`` (e.g.
+  ``@set.W_net_mag``), which is also what makes the parameter accepted. Start times must be
+  strictly increasing (else ``out_of_order``), values finite and inside the point's ``range``
+  (else ``out_of_range``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from twins.base import BoundPoint, TwinSpec, TwinState
+from twins.profiles import Profile, timestamp
+
+SETPOINT = "@set."  # prefix of point-map fields a schedule parameter writes
+MAX_CURVE_POINTS = 288  # a day at 5-minute resolution
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    field: str  # the point-map field written, e.g. "@Pos" or "@set.W_net_mag"
+    value: bool | int | float  # in engineering units (the point's transform is undone)
+
+
+@dataclass(frozen=True, slots=True)
+class CurvePoint:
+    start: float  # seconds since the epoch
+    writes: tuple[Write, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    action: str
+    writes: tuple[Write, ...] = ()  # executed at once
+    schedule: tuple[CurvePoint, ...] = ()  # replaces the schedule in force, runs at its times
+
+
+class BadCommand(ValueError):
+    """A control map this twin cannot accept; ``reason`` is the refusal reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+class Controllable(Protocol):
+    control_profile: ClassVar[Profile]
+    event_profile: ClassVar[Profile]
+    spec: TwinSpec
+
+    def actions(self) -> tuple[str, ...]: ...
+
+    def parse_command(self, body: Mapping[str, Any]) -> Command: ...
+
+    def bound_points(self) -> Sequence[BoundPoint]: ...
+
+    def state(self) -> TwinState: ...
+
+
+def is_controllable(twin: object) -> bool:
+    return hasattr(twin, "control_profile") and bool(getattr(twin, "actions", tuple)())
+
+
+def _dig(node: Any, path: Sequence[str]) -> Any:
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            raise BadCommand("malformed", f"no {'.'.join(path)} in the control map")
+        node = node[key]
+    return node
+
+
+class DiscreteControl:
+    """``open`` / ``close`` through ``<control body>.<control_ln>.Pos.ctlVal``."""
+
+    control_profile: ClassVar[Profile]
+    control_ln: ClassVar[str]
+    spec: TwinSpec
+
+    def bound_points(self) -> Sequence[BoundPoint]:
+        raise NotImplementedError
+
+    def actions(self) -> tuple[str, ...]:
+        return ("open", "close") if any(bp.field == "@Pos" for bp in self.bound_points()) else ()
+
+    def parse_command(self, body: Mapping[str, Any]) -> Command:
+        ctl = _dig(body, (self.control_profile.body, self.control_ln, "Pos", "ctlVal"))
+        if not isinstance(ctl, bool):
+            raise BadCommand("malformed", f"Pos.ctlVal must be true or false, not {ctl!r}")
+        if not self.actions():
+            raise BadCommand("unknown_action", "this twin's point map has no writable @Pos")
+        return Command("close" if ctl else "open", writes=(Write("@Pos", ctl),))
+
+    @classmethod
+    def control_body(
+        cls, action: str, schedule: Sequence[tuple[float, Mapping[str, float]]] = ()
+    ) -> dict[str, Any]:
+        if action not in ("open", "close") or schedule:
+            raise ValueError(f"{cls.__name__} accepts the actions open and close")
+        return {cls.control_ln: {"Pos": {"ctlVal": action == "close"}}}
+
+
+class ScheduleControl:
+    """Curve points with start times through OpenFMB's ``controlScheduleFSCH``."""
+
+    control_profile: ClassVar[Profile]
+    control_fscc: ClassVar[str]  # e.g. "essControlFSCC"
+    spec: TwinSpec
+
+    def bound_points(self) -> Sequence[BoundPoint]:
+        raise NotImplementedError
+
+    def setpoints(self) -> dict[str, BoundPoint]:
+        """Schedule parameter type -> the point it writes."""
+        return {
+            bp.field.removeprefix(SETPOINT): bp
+            for bp in self.bound_points()
+            if bp.field.startswith(SETPOINT)
+        }
+
+    def actions(self) -> tuple[str, ...]:
+        return ("schedule",) if self.setpoints() else ()
+
+    def parse_command(self, body: Mapping[str, Any]) -> Command:
+        path = (self.control_profile.body, *_schedule_path(self.control_fscc))
+        points = _dig(body, path)
+        if not isinstance(points, list) or not points:
+            raise BadCommand("malformed", "schPts must be a non-empty list")
+        if len(points) > MAX_CURVE_POINTS:
+            raise BadCommand("malformed", f"at most {MAX_CURVE_POINTS} curve points")
+        setpoints = self.setpoints()
+        curve: list[CurvePoint] = []
+        for i, point in enumerate(points):
+            start = _start_time(point, i)
+            if curve and start <= curve[-1].start:
+                raise BadCommand(
+                    "out_of_order", f"schPts[{i}] does not start after schPts[{i - 1}]"
+                )
+            params = point.get("scheduleParameter") if isinstance(point, Mapping) else None
+            if not isinstance(params, list) or not params:
+                raise BadCommand("malformed", f"schPts[{i}] has no scheduleParameter")
+            writes = tuple(_setpoint(setpoints, p, i) for p in params)
+            curve.append(CurvePoint(start, writes))
+        return Command("schedule", schedule=tuple(curve))
+
+    @classmethod
+    def control_body(
+        cls, action: str, schedule: Sequence[tuple[float, Mapping[str, float]]] = ()
+    ) -> dict[str, Any]:
+        if action != "schedule" or not schedule:
+            raise ValueError(f"{cls.__name__} accepts the action schedule with curve points")
+        pts = [
+            {
+                "scheduleParameter": [
+                    {"scheduleParameterType": kind, "value": float(value)}
+                    for kind, value in params.items()
+                ],
+                "startTime": timestamp(start),
+            }
+            for start, params in schedule
+        ]
+        body: dict[str, Any] = {}
+        node = body
+        *parents, leaf = _schedule_path(cls.control_fscc)
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = pts
+        return body
+
+
+def _schedule_path(fscc: str) -> tuple[str, ...]:
+    return (fscc, "controlFSCC", "controlScheduleFSCH", "ValACSG", "schPts")
+
+
+def _start_time(point: Any, i: int) -> float:
+    ts = point.get("startTime") if isinstance(point, Mapping) else None
+    if not isinstance(ts, Mapping) or not isinstance(ts.get("seconds"), int):
+        raise BadCommand("malformed", f"schPts[{i}].startTime needs integer seconds")
+    nanos = ts.get("nanoseconds", 0)
+    return ts["seconds"] + (nanos if isinstance(nanos, int) else 0) / 1e9
+
+
+def _setpoint(setpoints: Mapping[str, BoundPoint], param: Any, i: int) -> Write:
+    if not isinstance(param, Mapping):
+        raise BadCommand("malformed", f"schPts[{i}]: a scheduleParameter must be a map")
+    kind, value = param.get("scheduleParameterType"), param.get("value")
+    bp = setpoints.get(str(kind))
+    if bp is None:
+        accepted = ", ".join(setpoints) or "none"
+        raise BadCommand("unknown_action", f"parameter {kind!r} (this twin accepts {accepted})")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadCommand("malformed", f"schPts[{i}]: {kind} needs a finite number")
+    low_high = bp.entry.range
+    if low_high is not None and not low_high[0] <= value <= low_high[1]:
+        raise BadCommand(
+            "out_of_range", f"schPts[{i}]: {kind} = {value} outside [{low_high[0]}, {low_high[1]}]"
+        )
+    return Write(bp.field, value)

@@ -1,0 +1,58 @@
+"""Battery / energy storage (ESS) twin: ``ESSReadingProfile`` and ``ESSStatusProfile`` from the
+point map, operating state and health derived, and ``ESSControlProfile`` schedules.
+
+Inputs (point-map fields, not published): ``@St`` -- the operating state as the EdgeTwin ESS
+state enum (0 off, 1 standby, 2 charging, 3 discharging, 4 fault; a device with another enum
+maps it with its point map's transform or a custom twin) -- and optionally ``@Fault``.
+``essStatusZBAT.Soc`` (state of charge, %) comes straight from the map. Derived:
+
+* ``essStatusZBAT.BatSt``: the battery system is on (not off and not faulted);
+* under ``essStatusZGEN.eSSEventAndStatusZGEN`` (``twins.solar.unit_status``): ``GnSynSt``
+  while charging or discharging, ``PointStatus.state`` (``on`` charging / discharging,
+  ``standby``, ``off``), ``EEHealth`` (``Alarm`` in fault state or with the fault flag).
+
+Control: schedules through ``essControl.essControlFSCC`` (``twins.control.ScheduleControl``);
+a point map offers e.g. ``@set.W_net_mag`` (active power, positive discharges). Results are
+``ESSEventProfile`` events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from agent.models import Reading
+from twins.base import PointMapTwin, combine
+from twins.control import ScheduleControl
+from twins.profiles import ESS_CONTROL, ESS_EVENT, ESS_READING, ESS_STATUS, ESS_ZBAT, ESS_ZGEN
+from twins.solar import status_fields, unit_status
+
+OFF, STANDBY, CHARGING, DISCHARGING, FAULT = range(5)
+BAT_ST = f"{ESS_ZBAT}.BatSt"
+
+
+class EssTwin(PointMapTwin, ScheduleControl):
+    profiles = (ESS_READING, ESS_STATUS)
+    derived_fields = {BAT_ST: "state", **status_fields(ESS_ZGEN)}
+    control_profile = ESS_CONTROL
+    event_profile = ESS_EVENT
+    control_fscc = "essControlFSCC"
+
+    def derive(self, samples: Mapping[str, Reading]) -> dict[str, Reading]:
+        st = samples.get("@St")
+        if st is None:
+            return {}
+        state = int(st.value) if st.value is not None else None
+        fault = samples.get("@Fault")
+        out = unit_status(
+            ESS_ZGEN,
+            [st] + ([fault] if fault is not None else []),
+            producing=state in (CHARGING, DISCHARGING),
+            state="on"
+            if state in (CHARGING, DISCHARGING)
+            else "standby"
+            if state == STANDBY
+            else "off",
+            alarm=state == FAULT or bool(fault is not None and fault.value),
+        )
+        out[BAT_ST] = combine([st], state not in (OFF, FAULT, None), BAT_ST)
+        return out
