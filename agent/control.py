@@ -194,6 +194,8 @@ class ControlService:
             self.counters["dropped_queue_full"] += 1
 
     async def run(self) -> None:
+        # schedules resume once their devices were polled: interlocks need the twins' state
+        await asyncio.gather(*(d.attempted.wait() for d in self._devices.values()))
         self.schedules.start()
         try:
             while True:
@@ -331,13 +333,12 @@ class ControlService:
         try:
             self._interlocks(mrid, "schedule")
         except Refused as refusal:
-            log.warning("control: schedule point %d for %s refused: %s", index, mrid, refusal)
             result: dict[str, Any] = {
                 "result": "refused",
                 "reason": refusal.reason,
                 "detail": refusal.detail,
             }
-            done = True
+            done = False  # retried: applied if the interlock clears before the next point
         else:
             result = await self._execute(mrid, schedule.points[index].writes)
             done = result["result"] == "executed"
@@ -350,6 +351,8 @@ class ControlService:
         repeated = not done and self._point_failures.get(key) == result.get("detail")
         self._point_failures[key] = None if done else result.get("detail")
         if not repeated:
+            if not done:
+                log.warning("control: schedule point %d for %s: %s", index, mrid, result)
             self._publish(mrid, result)
         return done
 

@@ -60,6 +60,8 @@ class RunningDevice:
         self._next_slot: float | None = None
         self._io = asyncio.Lock()  # a poll and a control write never interleave
         self._connected = False
+        #: set once the first poll has succeeded or failed: the twins' state is known
+        self.attempted = asyncio.Event()
 
     async def run(self) -> None:
         cfg = self.config
@@ -145,6 +147,7 @@ class RunningDevice:
                 log.info("device %s: available again", self.config.name)
             self._ever_available = True
         self._sink(self.config.name, readings, True)
+        self.attempted.set()
 
     def _failed(self, err: BaseException) -> None:
         st = self.stats
@@ -156,3 +159,4 @@ class RunningDevice:
         st.available = False
         st.last_error = message
         self._sink(self.config.name, (), False)
+        self.attempted.set()
