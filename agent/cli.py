@@ -268,7 +268,7 @@ def cmd_command(args: argparse.Namespace) -> int:
         print(json.dumps({"commandMRID": command_mrid, "result": "no_answer"}))
         return 6
     print(json.dumps(result))
-    return 0 if result.get("result") == "executed" else 5
+    return 0 if result.get("result") in ("executed", "accepted") else 5
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -140,9 +140,9 @@ class ResultWaiter:
         body = report["payload"].get(self._body, {}).get("commandResult", {})
         with self._cond:
             if "schedulePoint" in body:
-                self.points.append({**body, "seq": report["seq"]})
+                self.points.append({**body, "eventSeq": report["seq"]})
             else:
-                self._results[str(body.get("commandMRID"))] = {**body, "seq": report["seq"]}
+                self._results[str(body.get("commandMRID"))] = {**body, "eventSeq": report["seq"]}
             self._cond.notify_all()
 
     def __enter__(self) -> ResultWaiter:

@@ -1,4 +1,6 @@
 """``python -m firmware_sim meter --port N [--count K]``: run simulated meters until Ctrl-C;
+``breaker`` / ``battery --port N``: a simulated breaker or battery (controllable);
+``substation``: the OPC UA substation;
 ``python -m firmware_sim run SCENARIO``: run a fault scenario (``firmware_sim/scenario.py``)."""
 
 from __future__ import annotations
@@ -31,6 +33,16 @@ async def _serve_substation(port: int, bulk: int, update_s: float) -> None:
         await asyncio.Event().wait()
 
 
+async def _serve_one(kind: str, port: int) -> None:
+    from firmware_sim.battery import BatterySimulator
+    from firmware_sim.breaker import BreakerSimulator
+
+    sim = BatterySimulator(port=port) if kind == "battery" else BreakerSimulator(port=port)
+    async with sim:
+        print(f"simulated {kind}: Modbus TCP on 127.0.0.1:{port}; Ctrl-C stops", flush=True)
+        await asyncio.Event().wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m firmware_sim", description=__doc__)
     sub = p.add_subparsers(dest="device", required=True)
@@ -41,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--port", type=int, default=5020)
     m.add_argument("--seed", type=int, default=1)
     m.add_argument("--count", type=int, default=1, help="serve N meters on consecutive ports")
+    for kind, text in [
+        ("breaker", "breaker (point map sim_breaker)"),
+        ("battery", "battery / ESS (point map sim_battery)"),
+    ]:
+        b = sub.add_parser(kind, help=f"controllable {text} over Modbus TCP")
+        b.add_argument("--port", type=int, default=5030 if kind == "breaker" else 5040)
     o = sub.add_parser("substation", help="OPC UA substation (breakers, transformer, feeders)")
     o.add_argument("--port", type=int, default=4840)
     o.add_argument("--bulk", type=int, default=0, help="extra variables changing every update")
@@ -54,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             from firmware_sim import scenario
 
             asyncio.run(scenario.run(scenario.load(args.scenario)))
+        elif args.device in ("breaker", "battery"):
+            asyncio.run(_serve_one(args.device, args.port))
         elif args.device == "substation":
             asyncio.run(_serve_substation(args.port, args.bulk, args.update_s))
         else:

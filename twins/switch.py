@@ -4,7 +4,8 @@ Inputs (point-map fields, not published): ``@Pos`` -- the position, true = close
 optionally ``@Fault`` (a protection fault flag), ``@Transient`` (the mechanism is moving) and
 ``@OpCnt`` (the operations counter). Derived, in the status profile under the type's logical
 node (``switchStatusXSWI`` for a switch, ``statusAndEventXCBR`` for a breaker or recloser):
-``Pos`` (``closed`` / ``open`` / ``transient`` / ``invalid``), ``EEHealth`` (``Alarm`` while
+``Pos`` (``closed`` / ``open`` / ``transient``, or ``invalid`` -- with the input's quality --
+when the position is not known, e.g. the device does not answer), ``EEHealth`` (``Alarm`` while
 the fault flag is set) and ``OpCnt``. Currents and voltages, if mapped, go to the reading
 profile. One point map serves all three types.
 
@@ -67,7 +68,11 @@ class SwitchTwin(PointMapTwin, DiscreteControl):
                 name = "transient"
             else:
                 name = "closed" if pos.value else "open"
-            out[f"{ln}.Pos"] = combine([pos] + ([moving] if moving else []), name, f"{ln}.Pos")
+            inputs = [pos] + ([moving] if moving else [])
+            derived = combine(inputs, name, f"{ln}.Pos")
+            if not derived.quality.is_good:  # DbPosKind says so itself: the position is unknown
+                derived = Reading(derived.point, "invalid", derived.quality, derived.ts)
+            out[f"{ln}.Pos"] = derived
         fault = samples.get("@Fault")
         if fault is not None:
             health = f"{ln}.logicalNodeForEventAndStatus.EEHealth"

@@ -150,3 +150,15 @@ def test_generic_twin_publishes_its_own_fields_and_setpoints() -> None:
     assert twin.actions() == ("schedule",)
     body = {"genericControl": GenericTwin.control_body("schedule", [(1.0, {"TempSetpoint": 45})])}
     assert twin.parse_command(body).schedule[0].writes == (Write("@set.TempSetpoint", 45.0),)
+
+
+def test_a_position_that_cannot_be_read_is_invalid() -> None:
+    twin = make(BreakerTwin, "sim_breaker")
+    feed(twin, {"@Pos": True})
+    twin.set_available(False, 6.0)  # the device stopped answering
+    status = {o.topic.split("/", 1)[1]: o.payload for o in twin.report(6.0)}
+    pos = status[f"breakermodule/BreakerStatusProfile/{MRID}"]["breakerStatus"][
+        "statusAndEventXCBR"
+    ]["Pos"]
+    assert pos["stVal"] == "invalid"
+    assert pos["q"]["validity"] == "invalid" and pos["q"]["detailQual"]["failure"] is True
