@@ -71,7 +71,7 @@ class SwitchTwin(PointMapTwin, DiscreteControl):
             inputs = [pos] + ([moving] if moving else [])
             derived = combine(inputs, name, f"{ln}.Pos")
             if not derived.quality.is_good:  # DbPosKind says so itself: the position is unknown
-                derived = Reading(derived.point, "invalid", derived.quality, derived.ts)
+                derived = Reading(derived.point, "invalid", derived.quality, derived.ts)  # type: ignore[arg-type]
             out[f"{ln}.Pos"] = derived
         fault = samples.get("@Fault")
         if fault is not None:
