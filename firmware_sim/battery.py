@@ -86,28 +86,19 @@ class BatteryUnit(SimUnit):
             registers[0] = (registers[0] & ~1) | int(self.fault_flag)
         return None
 
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: Any,
+    def on_write(
+        self, function_code: int, address: int, count: int, values: list[Any]
     ) -> ExcCodes | None:
-        if function_code in (5, 6, 15, 16) and set_values is not None and self.fault is None:
-            if function_code != 16 or address != 0 or count != 2:
-                return ExcCodes.ILLEGAL_ADDRESS
-            value = float(decode(list(set_values), "float32"))
-            if not abs(value) <= self.max_w:
-                return ExcCodes.ILLEGAL_VALUE
-            self.image()  # integrate the state of charge up to now at the old setpoint
-            self.setpoint = value
-            self.setpoint_writes.append((self._clock(), value))
-            self._refreshed = None
-        return await super()._action(
-            function_code, start_address, address, count, registers, set_values
-        )
+        if function_code != 16 or address != 0 or count != 2:
+            return ExcCodes.ILLEGAL_ADDRESS
+        value = float(decode(values, "float32"))
+        if not abs(value) <= self.max_w:
+            return ExcCodes.ILLEGAL_VALUE
+        self.image()  # integrate the state of charge up to now at the old setpoint
+        self.setpoint = value
+        self.setpoint_writes.append((self._clock(), value))
+        self._refreshed = None
+        return None
 
 
 class BatterySimulator(TcpSimulator):

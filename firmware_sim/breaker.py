@@ -34,25 +34,17 @@ class BreakerUnit(SimUnit):
             registers[0] = (registers[0] & ~2) | (2 if self.fault_flag else 0)
         return None
 
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: Any,
+    def on_write(
+        self, function_code: int, address: int, count: int, values: list[Any]
     ) -> ExcCodes | None:
-        if function_code in (5, 15) and set_values:  # write coil(s): operate the breaker
+        if function_code in (5, 15) and values:  # write coil(s): operate the breaker
             self.writes += 1
-            new = bool(set_values[0])
+            new = bool(values[0])
             if new != self.closed:
                 self.closed = new
                 self.operations += 1
             self._refreshed = None
-        return await super()._action(
-            function_code, start_address, address, count, registers, set_values
-        )
+        return None
 
 
 class BreakerSimulator(TcpSimulator):

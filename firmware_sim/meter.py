@@ -163,6 +163,10 @@ class SimUnit:
             raise NoSuchIdException(f"unit {self.unit_id} is silent")  # the server stays mute
         if isinstance(fault, tuple) and fault[0] == "slow":
             await asyncio.sleep(fault[1])
+        if set_values is not None and function_code in (5, 6, 15, 16):
+            refused = self.on_write(function_code, address, count, list(set_values))
+            if refused is not None:
+                return refused
         if function_code in (3, 4):
             for addr, words in self.image().items():
                 offset = addr - start_address
@@ -171,6 +175,13 @@ class SimUnit:
 
     def on_request(self, function_code: int, registers: list[int]) -> ExcCodes | None:
         """Hook for unit-specific behaviour on a request (after the image was served)."""
+        return None
+
+    def on_write(
+        self, function_code: int, address: int, count: int, values: list[Any]
+    ) -> ExcCodes | None:
+        """Hook for a write request (FC5/6/15/16), before pymodbus stores the values; return
+        an exception code to refuse it. By default a unit stores what is written."""
         return None
 
     def image(self) -> dict[int, list[int]]:
