@@ -306,7 +306,8 @@ def _twins(
                     f"{where}.interlocks[{j}].action: this {tc.kind} twin accepts "
                     f"{', '.join(actions) or 'no controls'}, not {lock.action!r}"
                 )
-            if lock.field not in {e.field for e in entries}:
+            derived = set(getattr(twin, "derived_fields", {}))
+            if lock.field not in {e.field for e in entries} | derived:
                 problems.append(f"{where}.interlocks[{j}].field: no point feeds {lock.field!r}")
         for profile in twin.profiles:
             topic = profile.topic(spec.topic_prefix, spec.mrid)

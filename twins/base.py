@@ -231,6 +231,6 @@ class PointMapTwin:
             device=self.spec.device,
             available=self._available,
             last_update=self._last_update,
-            points=dict(self._samples),
+            points={**self._samples, **self.derive(self._samples)},
             units={bp.field: bp.entry.units for bp in self._points},
         )

@@ -95,6 +95,7 @@ def test_switch_family_positions(cls: type[SwitchTwin], module: str, ln: tuple[s
     assert node["logicalNodeForEventAndStatus"]["EEHealth"]["stVal"] == "Alarm"
     assert node["OpCnt"]["mag"] == 7
     assert feed(twin, {"@Pos": False})[f"{module}/{MRID}"][ln[0]][ln[1]]["Pos"]["stVal"] == "open"
+    assert twin.state().points[f"{ln[1]}.Pos"].value == "open"  # technicians see it too
     # control: the type's own discrete control profile, open/close from Pos.ctlVal
     assert twin.actions() == ("open", "close")
     body = {twin.control_profile.body: cls.control_body("close")}
