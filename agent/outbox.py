@@ -110,6 +110,7 @@ class Outbox:
         self._claimed_upto = 0  # rows up to here may be in flight: never dropped
         self._wake = asyncio.Event()
         self.new_rows = asyncio.Event()  # set after a commit that added rows
+        self._tx_lock = asyncio.Lock()  # one transaction at a time on the connection
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.bytes = 0
@@ -203,7 +204,13 @@ class Outbox:
             await self.commit()
 
     async def commit(self) -> None:
-        """Commit everything queued now (inserts, acknowledged deletes, drops)."""
+        """Commit everything queued now (inserts, acknowledged deletes, drops). Commits are
+        serialised: the writer's and an explicit one (at stop) must never interleave on the
+        one connection, or one would roll back the other's transaction."""
+        async with self._tx_lock:
+            await self._commit()
+
+    async def _commit(self) -> None:
         if not self._pending and not self._acked:
             return
         batch, self._pending = self._pending, []
@@ -314,23 +321,25 @@ class Outbox:
         self.counters[name] = self.counters.get(name, 0) + n
 
     async def _save_counters(self) -> None:
-        await self._db.execute("BEGIN")
-        await self._db.executemany(
-            "INSERT INTO counters (name, value) VALUES (?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            list(self.counters.items()),
-        )
-        await self._db.execute("COMMIT")
+        async with self._tx_lock:
+            await self._db.execute("BEGIN")
+            await self._db.executemany(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                list(self.counters.items()),
+            )
+            await self._db.execute("COMMIT")
 
     async def next_bdseq(self) -> int:
         """The next birth/death sequence number, persisted before it is used."""
         value = self.counters.get("bdseq", 0) + 1
         self.counters["bdseq"] = value
-        await self._db.execute(
-            "INSERT INTO counters (name, value) VALUES ('bdseq', ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            (value,),
-        )
+        async with self._tx_lock:  # outside any other transaction: committed at once
+            await self._db.execute(
+                "INSERT INTO counters (name, value) VALUES ('bdseq', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (value,),
+            )
         return value
 
     async def oldest_age_s(self) -> float:

@@ -148,3 +148,23 @@ async def test_full_disk_keeps_messages_and_retries_without_gaps(tmp_path: Path)
     assert box.status()["pending"] == 0 and box.status()["last_error"] is None
     assert [r.seq for r in await box.fetch(0, 1000)] == list(range(1, 201))  # no gap
     await box.close()
+
+
+async def test_overlapping_commits_neither_fail_nor_duplicate(tmp_path: Path) -> None:
+    """The writer's periodic commit and the explicit one at stop can overlap; before they were
+    serialised the second rolled back the first's transaction and rows were written twice."""
+    import asyncio
+
+    db = tmp_path / "o.db"
+    box = await open_box(db)
+    for i in range(200):
+        box.submit("a", bytes([i % 256]))
+    first = asyncio.create_task(box.commit())
+    await asyncio.sleep(0)  # the first commit is inside its transaction now
+    for i in range(200):
+        box.submit("b", bytes([i % 256]))
+    await asyncio.gather(first, box.commit())
+    assert box.counters.get("write_errors", 0) == 0 and box.last_error is None
+    await box.close()
+    rows = sqlite3.connect(db).execute("select topic, count(*) from outbox group by topic")
+    assert dict(rows.fetchall()) == {"a": 200, "b": 200}
