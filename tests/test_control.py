@@ -245,3 +245,58 @@ async def test_a_flood_of_forged_commands_is_refused_without_starving_telemetry(
             assert control["refusal_events_suppressed"] >= 290  # the outbox was not flooded
             assert agent.devices[0].stats.polls > polls  # polling went on during the flood
             assert sim.unit.writes == 0
+
+
+async def test_a_breaker_on_opc_ua_is_opened_by_signed_command(
+    tmp_path: Path, keys: dict[str, Path], central: dict[str, Any], mosquitto: Mosquitto
+) -> None:
+    """The control path is the driver's: the same signed command writes an OPC UA variable."""
+    from firmware_sim.opcua_substation import SubstationSimulator
+
+    async with SubstationSimulator(port=free_port()) as sub:
+        assert await sub.read("Breaker1.Position") is True
+        head = site_config(
+            agent_id="test-agent",
+            data_dir=tmp_path / "data",
+            key_file=keys["private"],
+            mqtt={"port": mosquitto.port},
+            meters=[],
+            status_interval_s=3600,
+        )
+        cfg = tmp_path / "edgetwin.toml"
+        cfg.write_text(
+            head
+            + f"""
+[control]
+trust_file = "{central["trust"]}"
+
+[[devices]]
+name = "sub1"
+driver = "opcua"
+url = "{sub.url}"
+poll_interval_s = 0.2
+
+[[twins]]
+mrid = "{BREAKER}"
+kind = "breaker"
+device = "sub1"
+points = [{{ field = "@Pos", address = "ns=2;s=Breaker1.Position", dtype = "bool", kind = "state" }}]
+"""
+        )
+        assert (await commission(load_config(cfg), BREAKER)).ok
+        async with running(cfg) as agent:
+            await until(lambda: agent._listener is not None and agent._listener.subscribed.is_set())
+            topic, envelope, cmd = build_command(
+                central["scada"], "scada-1", kind="breaker", mrid=BREAKER, action="open"
+            )
+
+            def roundtrip() -> dict[str, Any] | None:
+                trust = load_trust_dir(keys["trust"])
+                with ResultWaiter(mosquitto.url, trust, kind="breaker", mrid=BREAKER) as waiter:
+                    publish(mosquitto.url, topic, envelope)
+                    return waiter.wait(cmd, 10)
+
+            result = await asyncio.to_thread(roundtrip)
+        assert result is not None
+        assert (result["result"], result["readback"]) == ("executed", {"Pos": False})
+        assert await sub.read("Breaker1.Position") is False
