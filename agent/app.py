@@ -23,7 +23,7 @@ from agent.codec import Signer, pack
 from agent.config import AgentConfig
 from agent.control import CommandListener, ControlService
 from agent.keys import load_private
-from agent.localstate import STATUS, TWINS, commissioned, twins_snapshot, write_json
+from agent.localstate import STATUS, TWINS, commissioned, summary, twins_snapshot, write_json
 from agent.outbox import EVENT, Outbox
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
@@ -181,11 +181,7 @@ class Agent:
         for twin in self.config.twins:
             st = twin.state()
             twins[st.mrid] = {
-                "name": st.name,
-                "kind": st.kind,
-                "device": st.device,
-                "available": st.available,
-                "last_update": st.last_update,
+                **summary(st),
                 "points": len(st.points),
                 "invalid_points": sum(1 for r in st.points.values() if not r.quality.is_good),
             }

@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--kind",
         default="switch",
-        choices=["switch", "breaker", "recloser", "solar", "ess", "generic"],
+        help="the twin's kind: switch, breaker, recloser, solar, ess, generic or a plugin's",
     )
     s.add_argument("--action", help="open or close (switches); schedule (implied by --point)")
     s.add_argument(

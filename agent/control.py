@@ -173,7 +173,9 @@ class ControlService:
         self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(QUEUE_LIMIT)
         self._operations: dict[str, list[float]] = {}
         self._refusal_budget: dict[str, tuple[float, float]] = {}
-        self._point_failures: dict[tuple[str, str | None, int], Any] = {}
+        #: per twin: (command, point, detail) of the last failed application, so a point
+        #: retried through an outage publishes its first failure and its outcome only
+        self._point_failures: dict[str, tuple[str | None, int, Any]] = {}
         self.counters = {
             "received": 0,
             "executed": 0,
@@ -237,7 +239,6 @@ class ControlService:
                 result = await self._execute(mrid, command.writes)
         except Refused as refusal:
             result = {"result": "refused", "reason": refusal.reason, "detail": refusal.detail}
-            header = peek_header(payload)  # unverified: only to let the sender match its result
             self.counters["refused"] += 1
             self.refusals[refusal.reason] = self.refusals.get(refusal.reason, 0) + 1
             if not self._may_publish_refusal(mrid):
@@ -245,6 +246,8 @@ class ControlService:
                 log.debug("control: refused command for %s: %s", mrid, refusal)
                 return result
             log.warning("control: refused command for %s: %s", mrid, refusal)
+            # only read to let the sender match its answer (unverified, for a bad signature)
+            header = verified.header if isinstance(verified, Verified) else peek_header(payload)
             body = peek_body(payload)
         result.update(
             action=action,
@@ -346,10 +349,12 @@ class ControlService:
             action="schedule", kid=schedule.kid, commandMRID=schedule.command_mrid,
             schedulePoint=index,
         )  # fmt: skip
-        # a point retried through an outage publishes its first failure and its outcome
-        key = (mrid, schedule.command_mrid, index)
-        repeated = not done and self._point_failures.get(key) == result.get("detail")
-        self._point_failures[key] = None if done else result.get("detail")
+        failure = (schedule.command_mrid, index, result.get("detail"))
+        repeated = not done and self._point_failures.get(mrid) == failure
+        if done:
+            self._point_failures.pop(mrid, None)
+        else:
+            self._point_failures[mrid] = failure
         if not repeated:
             if not done:
                 log.warning("control: schedule point %d for %s: %s", index, mrid, result)

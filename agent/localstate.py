@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from twins.base import Twin
+from twins.base import Twin, TwinState
 
 STATUS, TWINS, COMMISSIONING = "status.json", "twins.json", "commissioning.json"
 
@@ -31,17 +31,24 @@ def read_json(data_dir: Path, name: str) -> Any:
     return json.loads((data_dir / name).read_text())
 
 
+def summary(st: TwinState) -> dict[str, Any]:
+    """What status.json and twins.json both say of a twin."""
+    return {
+        "name": st.name,
+        "kind": st.kind,
+        "device": st.device,
+        "available": st.available,
+        "last_update": st.last_update,
+    }
+
+
 def twins_snapshot(twins: Iterable[Twin], commissioned: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for twin in twins:
         st = twin.state()
         out[st.mrid] = {
-            "name": st.name,
-            "kind": st.kind,
-            "device": st.device,
-            "available": st.available,
+            **summary(st),
             "commissioned": st.mrid in commissioned,
-            "last_update": st.last_update,
             "points": {
                 field: {
                     "value": r.value,

@@ -18,8 +18,7 @@ from agent.commission import commission
 from agent.config import load_config
 from agent.keys import generate, load_private, load_trust_dir
 from firmware_sim.breaker import BreakerSimulator
-from firmware_sim.site import site_config
-from tests.helpers import until
+from tests.helpers import until, write_config
 from tests.test_end_to_end import running, subscribed
 
 BREAKER = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
@@ -50,19 +49,11 @@ def breaker_config(
     port: int,
     refusal_rate: float = 100,
 ) -> Path:
-    head = site_config(
-        agent_id="test-agent",
-        data_dir=tmp_path / "data",
-        key_file=keys["private"],
-        mqtt={"port": mqtt_port},
-        meters=[],
-        status_interval_s=3600,
-        reporting={"integrity_period_s": 60},
-    )
-    cfg = tmp_path / "edgetwin.toml"
-    cfg.write_text(
-        head
-        + f"""
+    return write_config(
+        tmp_path,
+        keys,
+        mqtt_port,
+        f"""
 [control]
 trust_file = "{central["trust"]}"
 max_age_s = 30
@@ -89,9 +80,9 @@ action = "close"
 field = "@Fault"
 equals = true
 reason = "protection fault present"
-"""
+""",
+        reporting={"integrity_period_s": 60},
     )
-    return cfg
 
 
 @pytest.fixture
@@ -255,18 +246,11 @@ async def test_a_breaker_on_opc_ua_is_opened_by_signed_command(
 
     async with SubstationSimulator(port=free_port()) as sub:
         assert await sub.read("Breaker1.Position") is True
-        head = site_config(
-            agent_id="test-agent",
-            data_dir=tmp_path / "data",
-            key_file=keys["private"],
-            mqtt={"port": mosquitto.port},
-            meters=[],
-            status_interval_s=3600,
-        )
-        cfg = tmp_path / "edgetwin.toml"
-        cfg.write_text(
-            head
-            + f"""
+        cfg = write_config(
+            tmp_path,
+            keys,
+            mosquitto.port,
+            f"""
 [control]
 trust_file = "{central["trust"]}"
 
@@ -281,7 +265,7 @@ mrid = "{BREAKER}"
 kind = "breaker"
 device = "sub1"
 points = [{{ field = "@Pos", address = "ns=2;s=Breaker1.Position", dtype = "bool", kind = "state" }}]
-"""
+""",
         )
         assert (await commission(load_config(cfg), BREAKER)).ok
         async with running(cfg) as agent:

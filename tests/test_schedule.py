@@ -22,27 +22,18 @@ from agent.commission import commission
 from agent.config import load_config
 from agent.keys import generate, load_private, load_trust_dir
 from firmware_sim.battery import BatterySimulator
-from firmware_sim.site import site_config
-from tests.helpers import until
+from tests.helpers import until, write_config
 
 ESS = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"
 SETPOINT = "W_net_mag"
 
 
 def ess_config(tmp: Path, keys: dict[str, Path], trust: Path, mqtt_port: int, port: int) -> Path:
-    head = site_config(
-        agent_id="test-agent",
-        data_dir=tmp / "data",
-        key_file=keys["private"],
-        mqtt={"port": mqtt_port},
-        meters=[],
-        status_interval_s=3600,
-        reporting={"integrity_period_s": 600},
-    )
-    cfg = tmp / "edgetwin.toml"
-    cfg.write_text(
-        head
-        + f"""
+    return write_config(
+        tmp,
+        keys,
+        mqtt_port,
+        f"""
 [control]
 trust_file = "{trust}"
 
@@ -66,9 +57,9 @@ action = "schedule"
 field = "@Fault"
 equals = true
 reason = "battery fault"
-"""
+""",
+        reporting={"integrity_period_s": 600},
     )
-    return cfg
 
 
 @pytest.fixture

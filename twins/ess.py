@@ -24,7 +24,7 @@ from agent.models import Reading
 from twins.base import PointMapTwin, combine
 from twins.control import ScheduleControl
 from twins.profiles import ESS_CONTROL, ESS_EVENT, ESS_READING, ESS_STATUS, ESS_ZBAT, ESS_ZGEN
-from twins.solar import status_fields, unit_status
+from twins.solar import unit_status
 
 OFF, STANDBY, CHARGING, DISCHARGING, FAULT = range(5)
 BAT_ST = f"{ESS_ZBAT}.BatSt"
@@ -32,7 +32,10 @@ BAT_ST = f"{ESS_ZBAT}.BatSt"
 
 class EssTwin(PointMapTwin, ScheduleControl):
     profiles = (ESS_READING, ESS_STATUS)
-    derived_fields = {BAT_ST: "state", **status_fields(ESS_ZGEN)}
+    #: every status field but Soc, which the point map feeds
+    derived_fields = dict.fromkeys(
+        (f for f in ESS_STATUS.fields if f != f"{ESS_ZBAT}.Soc"), "state"
+    )
     control_profile = ESS_CONTROL
     event_profile = ESS_EVENT
     control_fscc = "essControlFSCC"

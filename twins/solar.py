@@ -37,15 +37,6 @@ STANDBY = {2, 8}
 FAULT = 7
 
 
-def status_fields(ln: str) -> dict[str, str]:
-    """The derived fields ``unit_status`` produces under logical node ``ln``."""
-    return {
-        f"{ln}.GnSynSt": "state",
-        f"{ln}.PointStatus.state": "state",
-        f"{ln}.logicalNodeForEventAndStatus.EEHealth": "state",
-    }
-
-
 def unit_status(
     ln: str, inputs: list[Reading], *, producing: bool, state: str, alarm: bool
 ) -> dict[str, Reading]:
@@ -60,7 +51,7 @@ def unit_status(
 
 class SolarTwin(PointMapTwin, ScheduleControl):
     profiles = (SOLAR_READING, SOLAR_STATUS)
-    derived_fields = status_fields(ZGEN)
+    derived_fields = dict.fromkeys(SOLAR_STATUS.fields, "state")  # all derived
     control_profile = SOLAR_CONTROL
     event_profile = SOLAR_EVENT
     control_fscc = "solarControlFSCC"

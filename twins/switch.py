@@ -39,21 +39,13 @@ from twins.profiles import (
 )
 
 
-def _derived(ln: str) -> dict[str, str]:
-    return {
-        f"{ln}.Pos": "state",
-        f"{ln}.logicalNodeForEventAndStatus.EEHealth": "state",
-        f"{ln}.OpCnt": "state",
-    }
-
-
 class SwitchTwin(PointMapTwin, DiscreteControl):
     profiles = (SWITCH_READING, SWITCH_STATUS)
     control_profile: ClassVar[Profile] = SWITCH_CONTROL
     event_profile: ClassVar[Profile] = SWITCH_EVENT
     control_ln = "switchDiscreteControlXSWI"
     status_ln: ClassVar[str] = "switchStatusXSWI"
-    derived_fields = _derived("switchStatusXSWI")
+    derived_fields = dict.fromkeys(SWITCH_STATUS.fields, "state")  # all derived
 
     def derive(self, samples: Mapping[str, Reading]) -> dict[str, Reading]:
         ln = self.status_ln
@@ -86,7 +78,7 @@ class BreakerTwin(SwitchTwin):
     event_profile = BREAKER_EVENT
     control_ln = "breakerDiscreteControlXCBR"
     status_ln = "statusAndEventXCBR"
-    derived_fields = _derived("statusAndEventXCBR")
+    derived_fields = dict.fromkeys(BREAKER_STATUS.fields, "state")
 
 
 class RecloserTwin(SwitchTwin):
@@ -95,4 +87,4 @@ class RecloserTwin(SwitchTwin):
     event_profile = RECLOSER_EVENT
     control_ln = "recloserDiscreteControlXCBR"
     status_ln = "statusAndEventXCBR"
-    derived_fields = _derived("statusAndEventXCBR")
+    derived_fields = dict.fromkeys(RECLOSER_STATUS.fields, "state")
