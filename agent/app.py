@@ -23,12 +23,22 @@ from agent.codec import Signer, pack
 from agent.config import AgentConfig
 from agent.control import CommandListener, ControlService
 from agent.keys import load_private
-from agent.localstate import STATUS, TWINS, commissioned, summary, twins_snapshot, write_json
+from agent.localstate import (
+    ALARMS,
+    STATUS,
+    TWINS,
+    active_alarms,
+    commissioned,
+    summary,
+    twins_snapshot,
+    write_json,
+)
 from agent.outbox import EVENT, Outbox
 from agent.pipeline import Pipeline
 from agent.publisher import Publisher
 from agent.running import RunningDevice
 from agent.state import AgentState
+from edge_rules.store import RuleStore
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,10 @@ class Agent:
         self.ready = asyncio.Event()
         self.control: ControlService | None = None
         self._listener: CommandListener | None = None
+        self._rule_store: RuleStore | None = None
+        self._engines = {
+            t.spec.mrid: e for t in config.twins if (e := getattr(t, "rules", None)) is not None
+        }
 
     def _drop_notice(
         self, seq_ranges: list[tuple[int, int]], count: int, klass: int
@@ -78,6 +92,10 @@ class Agent:
             commit_interval=a.outbox.commit_interval_ms / 1000,
             drop_notice=self._drop_notice,
         )
+        if self._engines:
+            self._rule_store = store = RuleStore(a.data_dir / "rules.db")
+            for mrid, engine in self._engines.items():
+                engine.restore(store.load(mrid))
         try:
             self.pipeline = pipeline = Pipeline(self.config.twins, outbox, self.clock)
             self.publisher = publisher = Publisher(
@@ -103,32 +121,48 @@ class Agent:
             self.control = self._control(outbox)
             async with asyncio.TaskGroup() as tg:
                 pub_task = tg.create_task(publisher.run(), name="publisher")
-                control_task = None
-                if self.control is not None:
-                    control_task = tg.create_task(self.control.run(), name="control")
                 polls = [
                     tg.create_task(d.run(), name=f"device-{d.config.name}") for d in self.devices
                 ]
-                ticker = tg.create_task(self._tick_loop(), name="report-tick")
-                status = tg.create_task(self._status_loop(), name="status")
+                loops = [
+                    tg.create_task(self._tick_loop(), name="report-tick"),
+                    tg.create_task(self._status_loop(), name="status"),
+                ]
+                if self.control is not None:
+                    loops.append(tg.create_task(self.control.run(), name="control"))
+                if self._rule_store is not None:
+                    loops.append(tg.create_task(self._save_rules_loop(), name="rule-state"))
                 self.ready.set()
                 await stop.wait()
                 log.info("stopping: polling stops, queued readings are committed")
                 if self._listener is not None:
                     await asyncio.to_thread(self._listener.stop)  # no new commands
-                for task in [*polls, ticker, status, *([control_task] if control_task else [])]:
+                for task in [*polls, *loops]:
                     task.cancel()
-                await asyncio.gather(*polls, ticker, status, return_exceptions=True)
-                if control_task is not None:
-                    await asyncio.gather(control_task, return_exceptions=True)
+                await asyncio.gather(*polls, *loops, return_exceptions=True)
+                await self._save_rules()
                 await outbox.commit()
                 await self._grace(publisher)
                 await asyncio.to_thread(publisher.publish_death)
                 pub_task.cancel()
         finally:
             await outbox.close()
+            if self._rule_store is not None:
+                self._rule_store.close()
             self._write_status()
             log.info("stopped")
+
+    async def _save_rules(self) -> None:
+        """Write the rule states that changed (``edge_rules.store``) on a worker thread."""
+        if self._rule_store is None:
+            return
+        changed = {mrid: e.snapshot() for mrid, e in self._engines.items()}
+        await asyncio.to_thread(self._rule_store.save, changed)
+
+    async def _save_rules_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.config.agent.rules_save_interval_s)
+            await self._save_rules()
 
     def _control(self, outbox: Outbox) -> ControlService | None:
         a = self.config.agent
@@ -209,6 +243,10 @@ class Agent:
             "outbox": self.outbox.status() if self.outbox else None,
             "mqtt": self.publisher.status() if self.publisher else None,
             "reports": self.pipeline.reports if self.pipeline else 0,
+            "alarms": {
+                "active": len(active_alarms(self.config.twins)),
+                "rule_evaluations": sum(e.evaluations for e in self._engines.values()),
+            },
             "control": self.control.status() if self.control else None,
         }
 
@@ -218,3 +256,4 @@ class Agent:
             write_json(self.status_path, snapshot or self.status())
             twins = twins_snapshot(self.config.twins, commissioned(data_dir))
             write_json(data_dir / TWINS, twins)
+            write_json(data_dir / ALARMS, active_alarms(self.config.twins))

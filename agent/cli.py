@@ -166,6 +166,30 @@ def cmd_twin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alarms(args: argparse.Namespace) -> int:
+    """Active alarms of the running agent, highest priority first (from ``alarms.json``)."""
+    from agent.localstate import ALARMS
+
+    alarms = _local(args.config, ALARMS)
+    if args.json:
+        print(json.dumps(alarms, indent=2))
+        return 0
+    if not alarms:
+        print("no active alarms")
+        return 0
+    print(f"{'priority':<9} {'raised (UTC)':<20} {'twin':<20} {'alarm':<32} {'value':>10}  message")
+    for a in alarms:
+        raised = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(a["raisedAt"] or 0))
+        value = a.get("value")
+        shown = "-" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+        name = a["name"] + (" (chattering)" if a.get("chattering") else "")
+        print(
+            f"{a['priority']:<9} {raised:<20} {a['twin'][:20]:<20} {name:<32} {shown:>10}  "
+            f"{a.get('message', '')}"
+        )
+    return 0
+
+
 def cmd_commission(args: argparse.Namespace) -> int:
     from agent.commission import commission
     from agent.config import load_config
@@ -306,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config")
     s.add_argument("mrid", nargs="?")
     s.set_defaults(func=cmd_twin)
+
+    s = sub.add_parser("alarms", help="list the running agent's active alarms")
+    s.add_argument("config")
+    s.add_argument("--json", action="store_true", help="the alarms as JSON")
+    s.set_defaults(func=cmd_alarms)
 
     s = sub.add_parser("commission", help="check a twin's device on site and record it")
     s.add_argument("config")

@@ -9,9 +9,10 @@ All problems are collected and raised together as one ``ConfigError`` whose line
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from agent import registry
 from agent.errors import ConfigError, PluginError
 from agent.keys import load_private
 from drivers.base import DeviceConfig
+from edge_rules import config as rules_config
+from edge_rules.config import FloodSettings
+from edge_rules.interlock import Interlock, InterlockSettings
+from edge_rules.quality import QualitySettings
 from twins.base import Twin, TwinSpec
 from twins.pointmap import PointEntry, ReportingSettings, load_raw, merged_points, resolve_path
 
@@ -63,24 +68,6 @@ class OutboxConfig(_Strict):
     hist_after_s: float = Field(5.0, ge=0, description="older than this when published: hist")
 
 
-class Interlock(_Strict):
-    """Refuse ``action`` while the twin's ``field`` meets the condition (or is not good)."""
-
-    action: str
-    field: str
-    equals: bool | float | str | None = None
-    above: float | None = None
-    below: float | None = None
-    reason: str = ""
-
-    def blocks(self, value: object) -> bool:
-        if self.equals is not None and value == self.equals:
-            return True
-        if self.above is not None and isinstance(value, int | float) and value > self.above:
-            return True
-        return self.below is not None and isinstance(value, int | float) and value < self.below
-
-
 class TwinConfig(_Strict):
     mrid: str
     kind: str
@@ -90,7 +77,10 @@ class TwinConfig(_Strict):
     points: list[dict[str, Any]] = Field(default_factory=list)
     reporting: ReportingSettings = ReportingSettings()
     overrides: dict[str, ReportingSettings] = Field(default_factory=dict)
-    interlocks: list[Interlock] = Field(default_factory=list)
+    quality: QualitySettings = QualitySettings()
+    analytics: dict[str, Any] | None = None  # edge_rules.config.AnalyticsSettings
+    rules: list[dict[str, Any]] = Field(default_factory=list)  # validated by each rule kind
+    interlocks: list[InterlockSettings] = Field(default_factory=list)
     max_operations_per_minute: int = Field(10, ge=1, le=10_000)
 
     @field_validator("mrid")
@@ -120,6 +110,8 @@ class AgentFile(_Strict):
     outbox: OutboxConfig = OutboxConfig()
     control: ControlConfig | None = None
     reporting: ReportingSettings = ReportingSettings(integrity_period_s=300.0)
+    alarm_flood: FloodSettings = FloodSettings()
+    rules_save_interval_s: float = Field(5.0, gt=0, description="rule state saved this often")
     devices: list[dict[str, Any]] = Field(min_length=1)
     twins: list[TwinConfig] = Field(min_length=1)
 
@@ -133,6 +125,9 @@ class AgentConfig:
     devices: Sequence[DeviceConfig]
     driver_classes: dict[str, type]
     twins: Sequence[Twin]
+    interlocks: Mapping[str, Sequence[Interlock]] = dataclasses.field(
+        default_factory=dict
+    )  # by mRID
 
     @property
     def data_dir(self) -> Path:
@@ -199,10 +194,13 @@ def load_config(path: str | Path) -> AgentConfig:
     _check_key(file, agent.signing.key_file, problems)
     named: set[str] = set()
     devices, classes = _devices(file, base, agent, problems, named)
-    twins = _twins(file, base, agent, {d.name: d for d in devices}, named, classes, problems)
+    interlocks: dict[str, Sequence[Interlock]] = {}
+    twins = _twins(
+        file, base, agent, {d.name: d for d in devices}, named, classes, problems, interlocks
+    )
     if problems:
         raise ConfigError(problems)
-    return AgentConfig(file, agent, devices, classes, twins)
+    return AgentConfig(file, agent, devices, classes, twins, interlocks)
 
 
 def _check_key(file: Path, key_file: Path, problems: list[str]) -> None:
@@ -254,6 +252,7 @@ def _twins(
     named: set[str],
     classes: dict[str, type],
     problems: list[str],
+    interlocks: dict[str, Sequence[Interlock]],
 ) -> list[Twin]:
     twins: list[Twin] = []
     mrids: set[str] = set()
@@ -291,6 +290,7 @@ def _twins(
             points=tuple(entries),
             reporting=_layer(agent.reporting, tc.reporting),
             overrides=tc.overrides,
+            quality=tc.quality,
         )
         try:
             twin = twin_cls(spec)
@@ -299,16 +299,8 @@ def _twins(
         except ValueError as err:
             problems.append(f"{where}: {err}")
             continue
-        actions = twin.actions() if hasattr(twin, "actions") else ()
-        for j, lock in enumerate(tc.interlocks):
-            if lock.action not in actions:
-                problems.append(
-                    f"{where}.interlocks[{j}].action: this {tc.kind} twin accepts "
-                    f"{', '.join(actions) or 'no controls'}, not {lock.action!r}"
-                )
-            derived = set(getattr(twin, "derived_fields", {}))
-            if lock.field not in {e.field for e in entries} | derived:
-                problems.append(f"{where}.interlocks[{j}].field: no point feeds {lock.field!r}")
+        if not _rules(f"{where}", tc, twin, agent.alarm_flood, problems, interlocks):
+            continue
         for profile in twin.profiles:
             topic = profile.topic(spec.topic_prefix, spec.mrid)
             if topic in topics:
@@ -316,6 +308,39 @@ def _twins(
             topics[topic] = tc.mrid
         twins.append(twin)
     return twins
+
+
+def _rules(
+    where: str,
+    tc: TwinConfig,
+    twin: Twin,
+    flood: FloodSettings,
+    problems: list[str],
+    interlocks: dict[str, Sequence[Interlock]],
+) -> bool:
+    """Build the twin's rule engine and interlocks (``edge_rules.config``) and attach the
+    engine to the twin; False when the twin's rules have problems."""
+    points = {bp.field for bp in twin.bound_points()} | set(getattr(twin, "derived_fields", {}))
+    engine, locks, found = rules_config.build(points, tc.analytics, tc.rules, tc.interlocks, flood)
+    actions = twin.actions() if hasattr(twin, "actions") else ()
+    for j, lock in enumerate(tc.interlocks):
+        if lock.action not in actions:
+            found.append(
+                (
+                    ("interlocks", j, "action"),
+                    f"this {tc.kind} twin accepts {', '.join(actions) or 'no controls'}, "
+                    f"not {lock.action!r}",
+                )
+            )
+    if engine is not None and not hasattr(twin, "attach_rules"):
+        found.append((("rules",), f"a {tc.kind} twin cannot run rules (no event profile)"))
+    problems.extend(f"{where}.{_loc(list(path))}: {msg}" for path, msg in found)
+    if found:
+        return False
+    if engine is not None:
+        twin.attach_rules(engine)  # type: ignore[attr-defined]
+    interlocks[tc.mrid] = locks
+    return True
 
 
 def _layer(agent_default: ReportingSettings, twin: ReportingSettings) -> ReportingSettings:

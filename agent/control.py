@@ -49,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.clock import Clock, SystemClock
 from agent.codec import Verified, b64url_decode, pack, split, unpack, verify
-from agent.config import AgentConfig, ControlConfig, Interlock, TwinConfig
+from agent.config import AgentConfig, ControlConfig, TwinConfig
 from agent.errors import ConfigError, DeviceError, VerificationError
 from agent.keys import load_public
 from agent.localstate import commissioned
@@ -302,15 +302,11 @@ class ControlService:
         return header, command, body
 
     def _interlocks(self, mrid: str, action: str) -> None:
+        """The twin's interlocks (``edge_rules.interlock``) for ``action``, on its state now."""
         points = self._twins[mrid].state().points
-        for lock in self._twin_config[mrid].interlocks:
-            if lock.action != action:
-                continue
-            sample = points.get(lock.field)
-            if sample is None or not sample.quality.is_good:
-                raise Refused("interlock", f"{lock.field} is not known with good quality")
-            if lock.blocks(sample.value):
-                raise Refused("interlock", lock.reason or _describe(lock, sample.value))
+        for lock in self._config.interlocks.get(mrid, ()):
+            if lock.action == action and (why := lock.blocks(points)) is not None:
+                raise Refused("interlock", why)
 
     def _rate_limit(self, mrid: str) -> None:
         now = self._clock.time()
@@ -428,10 +424,6 @@ def _command_mrid(body: Mapping[str, Any]) -> str | None:
         if isinstance(value, dict) and "messageInfo" in value:
             return value["messageInfo"].get("identifiedObject", {}).get("mRID")
     return None
-
-
-def _describe(lock: Interlock, value: object) -> str:
-    return f"{lock.field} = {value!r}"
 
 
 def peek_header(payload: bytes) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 * ``status.json``: devices, twins, outbox, MQTT session (written every ``status_interval_s``);
 * ``twins.json``: every twin's live state -- value, quality and time per field;
-* ``commissioning.json``: which twins a technician has commissioned, when, and the checks.
+* ``commissioning.json``: which twins a technician has commissioned, when, and the checks;
+* ``alarms.json``: every twin's alarms that are raised (or chattering) now.
 
 Writes are atomic (temporary file, then rename), so a reader never sees half a file.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from twins.base import Twin, TwinState
 
 STATUS, TWINS, COMMISSIONING = "status.json", "twins.json", "commissioning.json"
+ALARMS = "alarms.json"
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -59,6 +61,22 @@ def twins_snapshot(twins: Iterable[Twin], commissioned: dict[str, Any]) -> dict[
                 for field, r in sorted(st.points.items())
             },
         }
+    return out
+
+
+def active_alarms(twins: Iterable[Twin]) -> list[dict[str, Any]]:
+    """Raised or chattering alarms of every twin, highest priority first, then oldest."""
+    from edge_rules.alarm import PRIORITIES
+
+    out = []
+    for twin in twins:
+        engine = getattr(twin, "rules", None)
+        if engine is None:
+            continue
+        for alarm in engine.alarms():
+            if alarm.active or alarm.chattering:
+                out.append({"mrid": twin.spec.mrid, "twin": twin.spec.name, **alarm.view()})
+    out.sort(key=lambda a: (PRIORITIES.index(a["priority"]), a["raisedAt"] or 0))
     return out
 
 

@@ -75,6 +75,10 @@ class ReportByException:
         self._default = default or ReportPolicy()
         self._last: dict[str, _Reported] = {}
 
+    def add(self, field: str, policy: ReportPolicy) -> None:
+        """Give ``field`` its own policy (e.g. a rule output added after construction)."""
+        self._policies[field] = policy
+
     def policy(self, field: str) -> ReportPolicy:
         return self._policies.get(field, self._default)
 

@@ -117,5 +117,9 @@ def test_an_installed_package_adds_a_driver_the_agent_uses(
         finally:
             agent.terminate()
             agent.wait(15)
-    hz = got.on(topic)[0]["payload"]["meterReading"]["readingMMXU"]["Hz"]
-    assert hz["mag"] == 230.5 and hz["q"] == {"validity": "good"}
+    mmxu = got.on(topic)[0]["payload"]["meterReading"]["readingMMXU"]
+    volts = mmxu["PhV"]["phsA"]
+    assert volts["cVal"]["mag"] == 230.5 and volts["q"] == {"validity": "good"}
+    # 230.5 Hz is outside the point map's physical range for frequency: kept, but flagged
+    assert mmxu["Hz"]["mag"] == 230.5
+    assert mmxu["Hz"]["q"] == {"validity": "questionable", "detailQual": {"outOfRange": True}}

@@ -23,8 +23,10 @@ from typing import Any, ClassVar, Protocol
 from agent.models import FAILURE, Reading
 from drivers.base import PointSpec
 from edge_rules.deadband import ReportByException, ReportPolicy
+from edge_rules.engine import RuleEngine
+from edge_rules.quality import QualityRules, QualitySettings
 from twins.pointmap import PointEntry, ReportingSettings
-from twins.profiles import Profile
+from twins.profiles import Profile, analytics_profile, event_body
 
 
 class MessageClass(enum.IntEnum):
@@ -76,6 +78,7 @@ class TwinSpec:
     points: tuple[PointEntry, ...]
     reporting: ReportingSettings
     overrides: Mapping[str, ReportingSettings]
+    quality: QualitySettings = QualitySettings()  # noqa: RUF009 (frozen: shared safely)
 
 
 class Twin(Protocol):
@@ -175,6 +178,30 @@ class PointMapTwin:
         self._samples: dict[str, Reading] = {}
         self._available = True
         self._last_update: float | None = None
+        self._quality = QualityRules(spec.quality, {e.field: e.range for e in spec.points})
+        self.rules: RuleEngine | None = None
+        self._outputs: dict[str, Reading] = {}  # the rules' latest outputs
+        self._published_outputs: frozenset[str] = frozenset()
+
+    def attach_rules(self, engine: RuleEngine) -> None:
+        """Run ``engine`` at every report: its published outputs go to the twin's analytics
+        profile (``<module>/<Prefix>AnalyticsProfile``), its events to the event profile."""
+        if getattr(self, "event_profile", None) is None:
+            raise ValueError(f"a {self.spec.kind} twin has no event profile for its rules")
+        self.rules = engine
+        published = engine.published
+        self._published_outputs = frozenset(published)
+        if published:
+            profile = analytics_profile(self.profiles[0], published)
+            self.profiles = (*self.profiles, profile)  # type: ignore[misc]
+            self.topics[profile.name] = profile.topic(self.spec.topic_prefix, self.spec.mrid)
+            integrity = self.spec.reporting.integrity_period_s or 300.0
+            for name, cdc in published.items():
+                self._profile_of[name] = profile
+                kind = "state" if cdc in ("SPS", "ENS") else "analog"
+                deadband = engine.deadband(name)
+                self._filter.add(name, ReportPolicy(deadband_abs=deadband, kind=kind,
+                                                    integrity_period_s=integrity))  # fmt: skip
 
     def _find_profile(self, field: str) -> Profile:
         for profile in self.profiles:
@@ -191,8 +218,10 @@ class PointMapTwin:
             bp = self._by_key.get(reading.point)
             if bp is None:
                 continue
-            value = bp.entry.transform(reading.value) if reading.quality.is_good else None
-            self._samples[bp.field] = Reading(bp.field, value, reading.quality, reading.ts)
+            quality = reading.quality
+            value = bp.entry.transform(reading.value) if quality.is_good else None
+            quality = self._quality.check(bp.field, value, quality, reading.ts)
+            self._samples[bp.field] = Reading(bp.field, value, quality, reading.ts)
             self._last_update = reading.ts
 
     def set_available(self, available: bool, now: float) -> None:
@@ -206,7 +235,12 @@ class PointMapTwin:
 
     def report(self, now: float) -> list[Outgoing]:
         samples = {f: r for f, r in self._samples.items() if not f.startswith(INPUT)}
-        samples.update(self.derive(self._samples))
+        derived = self.derive(self._samples)
+        samples.update(derived)
+        events = self._evaluate_rules(derived, now) if self.rules is not None else []
+        for name in self._published_outputs:
+            if name in self._outputs:
+                samples[name] = self._outputs[name]
         chosen = self._filter.select(samples, now)
         by_profile: dict[str, dict[str, Reading]] = {}
         for name in chosen:
@@ -221,7 +255,24 @@ class PointMapTwin:
                     now=now,
                 )
                 out.append(Outgoing(self.topics[profile.name], payload))
-        return out
+        return events + out  # events first: in the outbox before the telemetry
+
+    def _evaluate_rules(self, derived: Mapping[str, Reading], now: float) -> list[Outgoing]:
+        assert self.rules is not None
+        outputs, events = self.rules.evaluate({**self._samples, **derived, **self._outputs}, now)
+        self._outputs.update(outputs)
+        if not events:
+            return []
+        profile: Profile = self.event_profile  # type: ignore[attr-defined]
+        topic = profile.topic(self.spec.topic_prefix, self.spec.mrid)
+        return [
+            Outgoing(
+                topic,
+                profile.frame(mrid=self.spec.mrid, body=event_body(kind, body), now=now),
+                MessageClass.EVENT,
+            )
+            for kind, body in events
+        ]
 
     def state(self) -> TwinState:
         return TwinState(
@@ -231,6 +282,9 @@ class PointMapTwin:
             device=self.spec.device,
             available=self._available,
             last_update=self._last_update,
-            points={**self._samples, **self.derive(self._samples)},
-            units={bp.field: bp.entry.units for bp in self._points},
+            points={**self._samples, **self.derive(self._samples), **self._outputs},
+            units={
+                **{bp.field: bp.entry.units for bp in self._points},
+                **(self.rules.units if self.rules else {}),
+            },
         )

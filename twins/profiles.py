@@ -102,6 +102,26 @@ def encode_value(cdc: str, sample: Reading) -> dict[str, Any]:
     return out
 
 
+def event_body(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """An event profile's body ``{kind: {...}}`` from a rule's event: keys ending in ``At``
+    (seconds since the epoch) become OpenFMB timestamps; None values are left out."""
+    wire = {
+        k: timestamp(v) if k.endswith("At") and isinstance(v, int | float) else v
+        for k, v in body.items()
+        if v is not None
+    }
+    return {kind: wire}
+
+
+def analytics_profile(reading: Profile, fields: Mapping[str, str]) -> Profile:
+    """``<Prefix>AnalyticsProfile`` of ``reading``'s module -- an EdgeTwin extension, shaped like
+    a reading profile -- carrying the twin's published rule outputs (``fields``: name -> type)."""
+    prefix = reading.name.removesuffix("ReadingProfile")
+    body = reading.body.removesuffix("Reading")
+    return Profile(reading.module, f"{prefix}AnalyticsProfile", "readingMessageInfo",
+                   reading.equipment, f"{body}Analytics", dict(fields))  # fmt: skip
+
+
 DEL_PHASES = ("net", "phsAB", "phsBC", "phsCA")
 
 
@@ -128,27 +148,15 @@ METER_READING = Profile(
     fields=_reading_fields(),
 )
 
-SOLAR_READING = Profile(
-    module="solarmodule",
-    name="SolarReadingProfile",
-    message_info="readingMessageInfo",
-    equipment="solarInverter",
-    body="solarReading",
-    fields=_reading_fields(),
-)
-
-_ZGEN = "solarStatusZGEN.solarEventAndStatusZGEN"
-SOLAR_STATUS = Profile(
-    module="solarmodule",
-    name="SolarStatusProfile",
-    message_info="statusMessageInfo",
-    equipment="solarInverter",
-    body="solarStatus",
-    fields={
-        f"{_ZGEN}.GnSynSt": "SPS",  # synchronised to the grid and producing
-        f"{_ZGEN}.PointStatus.state": "ENS",  # StateKind: off / on / standby
-        f"{_ZGEN}.logicalNodeForEventAndStatus.EEHealth": "ENS",  # HealthKind: OK / Alarm
-    },
+#: OpenFMB's metermodule has only the reading profile; meter events (alarms, demand, settlement
+#: reads) go to this EdgeTwin extension on ``<prefix>/metermodule/MeterEventProfile/<mRID>``.
+METER_EVENT = Profile(
+    module="metermodule",
+    name="MeterEventProfile",
+    message_info="eventMessageInfo",
+    equipment="meter",
+    body="meterEvent",
+    fields={},
 )
 
 

@@ -1,0 +1,157 @@
+"""The rule engine of one twin: its rules in a defined order, evaluated on the twin's state.
+
+The twin calls ``evaluate`` whenever it reports: after every poll of its device, and on the
+runtime's one-second tick (so on / off delays and windows close even when nothing arrives).
+Rules run in their configured order -- quality rules already ran at ingest (``edge_rules.quality``),
+then the built-in analytics, then the configured rules in file order -- and each rule sees the
+outputs of the rules before it as points. A rule's outputs become points of the twin (in its
+state, usable by interlocks); those not starting with ``@`` are published on the twin's analytics
+profile. Events (alarm transitions, demand intervals, settlement reads) are returned for the twin
+to publish on its event profile, ahead of its telemetry.
+
+State that matters across a restart (alarm states, windows, demand, settlement reads) is taken
+with ``snapshot`` and given back with ``restore``; ``edge_rules.store`` keeps it in SQLite. Each
+rule's state is keyed by its name and a fingerprint of its settings, so a changed rule starts
+afresh instead of resuming state that no longer fits it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from agent.models import FAILURE, Quality, Reading, Validity, Value
+from edge_rules.alarm import Alarm
+from edge_rules.expr import Expression
+
+#: a value the expression could not compute (division by zero, sqrt of a negative number)
+INCONSISTENT = Quality(Validity.INVALID, frozenset({"inconsistent"}))
+
+
+class Context:
+    """What a rule sees and writes during one evaluation."""
+
+    __slots__ = ("events", "now", "outputs", "points")
+
+    def __init__(self, now: float, points: dict[str, Reading]) -> None:
+        self.now = now
+        self.points = points  # owned: rules add their outputs to it
+        self.outputs: dict[str, Reading] = {}
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def good(self, name: str) -> Value:
+        """The point's value if it is known with good quality, else None."""
+        r = self.points.get(name)
+        return r.value if r is not None and r.quality.is_good else None
+
+    def put(self, name: str, value: Value, quality: Quality, ts: float) -> None:
+        reading = Reading(name, value if quality.is_good else None, quality, ts)
+        self.points[name] = self.outputs[name] = reading
+
+    def compute(self, name: str, expr: Expression) -> Reading:
+        """``expr`` over the points, with the worst quality of its inputs and their newest time;
+        a value only when every input is good."""
+        inputs = [self.points.get(n) for n in expr.names]
+        ts = max((r.ts for r in inputs if r is not None), default=self.now)
+        worst = next(
+            (
+                FAILURE if r is None else r.quality
+                for r in inputs
+                if r is None or not r.quality.is_good
+            ),
+            None,
+        )
+        if worst is not None:
+            return Reading(name, None, worst, ts)
+        value = expr({r.point: r.value for r in inputs if r is not None})
+        if value is None:
+            return Reading(name, None, INCONSISTENT, ts)
+        return Reading(name, value, Quality(), ts)
+
+    def alarm(
+        self, alarm: Alarm, condition: bool | None, value: Any = None, **detail: Any
+    ) -> list[dict[str, Any]]:
+        """Feed ``alarm``; queue its events and return their bodies (a rule may annotate)."""
+        bodies = alarm.update(condition, self.now, value, **detail)
+        self.events.extend(("alarm", body) for body in bodies)
+        return bodies
+
+    def emit(self, kind: str, body: dict[str, Any]) -> None:
+        self.events.append((kind, body))
+
+
+class Rule(Protocol):
+    """One rule of a twin. ``outputs`` maps each point it writes to its value type (``MV``,
+    ``SPS``), or to None for an output kept in the twin's state but not published. A rule may
+    also have ``units`` and ``deadbands`` (absolute, for reporting) per output."""
+
+    name: str
+    key: str
+
+    @property
+    def outputs(self) -> Mapping[str, str | None]: ...
+
+    def evaluate(self, ctx: Context) -> None: ...
+
+    def alarms(self) -> Sequence[Alarm]: ...
+
+    def snapshot(self) -> Any:
+        """JSON-able state worth keeping across a restart, or None."""
+        ...
+
+    def restore(self, state: Any) -> None: ...
+
+
+class RuleEngine:
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules = list(rules)
+        self._saved: dict[str, str] = {}
+        self.evaluations = 0
+
+        self.units: dict[str, str] = {}
+        self._deadbands: dict[str, float] = {}
+        for rule in self.rules:
+            self.units.update(getattr(rule, "units", {}))
+            self._deadbands.update(getattr(rule, "deadbands", {}))
+
+    @property
+    def published(self) -> dict[str, str]:
+        """Outputs published on the analytics profile, with their value types."""
+        return {n: t for r in self.rules for n, t in r.outputs.items() if t is not None}
+
+    def deadband(self, name: str) -> float | None:
+        return self._deadbands.get(name)
+
+    def evaluate(
+        self, points: dict[str, Reading], now: float
+    ) -> tuple[dict[str, Reading], list[tuple[str, dict[str, Any]]]]:
+        """Run every rule in order on ``points`` (consumed: outputs are added to it); return the
+        outputs and the events ``(kind, body)``."""
+        ctx = Context(now, points)
+        for rule in self.rules:
+            rule.evaluate(ctx)
+        self.evaluations += len(self.rules)
+        return ctx.outputs, ctx.events
+
+    def alarms(self) -> list[Alarm]:
+        return [a for rule in self.rules for a in rule.alarms()]
+
+    def snapshot(self, *, changed_only: bool = True) -> dict[str, str]:
+        """Rule states by key, as JSON; by default only those changed since the last one."""
+        out = {}
+        for rule in self.rules:
+            state = rule.snapshot()
+            if state is None:
+                continue
+            text = json.dumps(state, sort_keys=True)
+            if not changed_only or self._saved.get(rule.key) != text:
+                out[rule.key] = self._saved[rule.key] = text
+        return out
+
+    def restore(self, states: Mapping[str, str]) -> None:
+        """Give each rule its saved state (JSON by key); rules with none start afresh."""
+        for rule in self.rules:
+            if rule.key in states:
+                rule.restore(json.loads(states[rule.key]))
+                self._saved[rule.key] = states[rule.key]
