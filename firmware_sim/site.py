@@ -51,9 +51,18 @@ def site_config(
     reporting: Mapping[str, Any] | None = None,
     outbox: Mapping[str, Any] | None = None,
     status_interval_s: float | None = None,
+    twin: Mapping[str, Any] | None = None,
+    top: Mapping[str, Any] | None = None,
 ) -> str:
-    """TOML for ``meters`` = [(device name, Modbus TCP port), ...] on 127.0.0.1."""
-    head = {"agent_id": agent_id, "data_dir": data_dir, "status_interval_s": status_interval_s}
+    """TOML for ``meters`` = [(device name, Modbus TCP port), ...] on 127.0.0.1; ``twin`` adds
+    keys to every twin (e.g. ``analytics``, ``rules``, inline ``points``); ``top`` adds top-level
+    agent settings (e.g. ``rules_save_interval_s``)."""
+    head = {
+        "agent_id": agent_id,
+        "data_dir": data_dir,
+        "status_interval_s": status_interval_s,
+        **(top or {}),
+    }
     parts = ["".join(f"{k} = {toml_value(v)}\n" for k, v in head.items() if v is not None)]
     parts.append(_table("mqtt", mqtt))
     parts.append(_table("signing", {"key_file": key_file, "key_id": agent_id}))
@@ -74,6 +83,7 @@ def site_config(
                         "name": f"simulated meter {name}" + (f" #{t}" if t else ""),
                         "device": name,
                         "point_map": "sim_meter",
+                        **(twin or {}),
                     },
                 )
             )

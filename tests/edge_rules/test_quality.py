@@ -20,7 +20,8 @@ VA, HZ = "readingMMXU.PhV.phsA", "readingMMXU.Hz"
 
 def meter(quality: QualitySettings | None = None) -> MeterTwin:
     entries = tuple(
-        PointEntry.model_validate(p) for p in merged_points(load_raw(BUILTIN_DIR / "sim_meter.toml"))
+        PointEntry.model_validate(p)
+        for p in merged_points(load_raw(BUILTIN_DIR / "sim_meter.toml"))
     )
     spec = TwinSpec(MRID, "m", "meter", "dev", "openfmb", entries, ReportingSettings(), {},
                     quality or QualitySettings())  # fmt: skip
