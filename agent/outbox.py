@@ -195,7 +195,9 @@ class Outbox:
 
     # -- the writer --------------------------------------------------------------------------
     async def _write_loop(self) -> None:
-        while True:
+        """Group commits until ``close`` asks it to stop -- asks, never cancels: a cancel in the
+        middle of a transaction would abandon its batch and leave the transaction open."""
+        while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), self._interval)
             except TimeoutError:
@@ -361,11 +363,11 @@ class Outbox:
         """Commit what is queued, stop the writer and close the database (always)."""
         self._closing = True
         if self._writer is not None:
-            self._writer.cancel()
+            self._wake.set()
             try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
+                await self._writer  # finishes the commit it is in, then stops
+            except Exception as err:  # it died earlier: close anyway, say why
+                log.error("outbox: the writer had failed: %r", err)
         try:
             await self.commit()
             if self._pending:

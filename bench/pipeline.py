@@ -86,9 +86,12 @@ def sample_payload() -> bytes:
     return pack(twin.report(time.time())[0].payload)
 
 
-async def bench_point_updates(tmp: Path, seconds: float = 3.0) -> float:
-    twins = [meter_twin(i) for i in range(100)]
-    box = await Outbox.open(tmp / "pu.db", commit_interval=0.05)
+async def bench_point_updates(
+    tmp: Path, seconds: float = 3.0, twins: list[MeterTwin] | None = None
+) -> float:
+    """Point updates/s through 100 meter twins (or ``twins``) into a real outbox."""
+    twins = twins or [meter_twin(i) for i in range(100)]
+    box = await Outbox.open(tmp / f"pu-{time.monotonic_ns()}.db", commit_interval=0.05)
     pipe = Pipeline(twins, box, SystemClock())
     rng = random.Random(1)
     by_device: dict[str, list[Reading]] = {}

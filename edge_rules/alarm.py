@@ -23,6 +23,7 @@ Keys ending in ``At`` are times (seconds since the epoch here; OpenFMB timestamp
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,13 +61,27 @@ class Alarm:
     _last_transition: float = 0.0
 
     def update(
-        self, condition: bool | None, now: float, value: Any = None, **detail: Any
+        self,
+        condition: bool | None,
+        now: float,
+        value: Any = None,
+        detail: Callable[[], dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Feed the condition at ``now``; return the event bodies to publish (often none)."""
+        """Feed the condition at ``now``; return the event bodies to publish (often none).
+        ``detail`` is called only when the condition would raise the alarm (it is the common
+        case that nothing changes, and rules evaluate after every poll)."""
+        if (
+            (condition is None or condition == self.active)
+            and self._pending_since is None
+            and not self.chattering
+        ):
+            if condition:
+                self.value = value
+            return []
         events: list[dict[str, Any]] = []
         if condition is not None and condition != self.active:
-            if condition:
-                self.value, self.detail = value, detail  # what raises it is what it reports
+            if condition:  # what raises it is what it reports
+                self.value, self.detail = value, (detail() if detail else {})
             delay = self.spec.on_delay_s if condition else self.spec.off_delay_s
             if self._pending_since is None:
                 self._pending_since = now

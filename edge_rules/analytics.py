@@ -106,7 +106,8 @@ class OutageRule(_Analytic):
             elif min(volts) >= self.restore_v:
                 condition = False  # between the two: partly back, the outage holds
         value = None if volts is None else round(max(volts), 3)
-        for body in ctx.alarm(self.alarm, condition, value, limitV=round(self.out_v, 3)):
+        limit = {"limitV": round(self.out_v, 3)}
+        for body in ctx.alarm(self.alarm, condition, value, lambda: limit):
             body["event"] = "lastGasp" if body["state"] == "raised" else "restore"
         ctx.put("outage", self.alarm.active, GOOD, ctx.now)
 
@@ -167,15 +168,17 @@ class VoltageRule(_Analytic):
                 below=limit if kind == "sag" else None,
                 hysteresis=self.hyst,
             )
-            ctx.alarm(
-                alarm,
-                condition,
-                round(worst, 3),
-                phase=phase,
-                limitV=round(limit, 3),
-                range=rng,
-                pctOfNominal=round(worst / self.nominal * 100, 2),
-            )
+
+            def detail(phase: str = phase, worst: float = worst, limit: float = limit,
+                       rng: str = rng) -> dict[str, Any]:  # fmt: skip
+                return {
+                    "phase": phase,
+                    "limitV": round(limit, 3),
+                    "range": rng,
+                    "pctOfNominal": round(worst / self.nominal * 100, 2),
+                }
+
+            ctx.alarm(alarm, condition, round(worst, 3), detail)
 
 
 class TamperSettings(_Delays):
@@ -243,11 +246,12 @@ class TamperRule(_Analytic):
                     "currentA": round(float(a), 3),
                     "voltageV": round(float(v), 3),
                 }
-        ctx.alarm(self.no_voltage, condition, worst.get("currentA"), **worst)
+        ctx.alarm(self.no_voltage, condition, worst.get("currentA"), lambda: worst)
         if self.flag is not None and self.cfg.flag is not None:
             r = ctx.points.get(self.cfg.flag)
             flag: Value = r.value if r is not None and r.quality.is_good else None
-            ctx.alarm(self.flag, None if flag is None else bool(flag), flag, point=self.cfg.flag)
+            point = {"point": self.cfg.flag}
+            ctx.alarm(self.flag, None if flag is None else bool(flag), flag, lambda: point)
 
     def _reverse(self, ctx: Context) -> None:
         assert self.reverse is not None
@@ -260,10 +264,8 @@ class TamperRule(_Analytic):
             rise = float(r.value) - self._export[1]
         if self._export is None or r.ts > self._export[0]:
             self._export = (r.ts, float(r.value))
-        ctx.alarm(
-            self.reverse, rise >= self.cfg.reverse_wh, round(rise, 3), counter=self.export,
-            exportWh=float(r.value),
-        )  # fmt: skip
+        export = {"counter": self.export, "exportWh": float(r.value)}
+        ctx.alarm(self.reverse, rise >= self.cfg.reverse_wh, round(rise, 3), lambda: export)
 
     def snapshot(self) -> Any:
         return {**super().snapshot(), "_export": list(self._export) if self._export else None}
@@ -312,4 +314,5 @@ class LoadingRule(_Analytic):
         condition = beyond(
             pct, self.alarm.active, above=self.cfg.above_pct, hysteresis=self.cfg.hysteresis_pct
         )
-        ctx.alarm(self.alarm, condition, round(pct, 2), ratingKVA=self.cfg.rating_kva)
+        rating = {"ratingKVA": self.cfg.rating_kva}
+        ctx.alarm(self.alarm, condition, round(pct, 2), lambda: rating)

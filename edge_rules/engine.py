@@ -18,7 +18,7 @@ afresh instead of resuming state that no longer fits it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from agent.models import FAILURE, Quality, Reading, Validity, Value
@@ -70,11 +70,17 @@ class Context:
         return Reading(name, value, Quality(), ts)
 
     def alarm(
-        self, alarm: Alarm, condition: bool | None, value: Any = None, **detail: Any
+        self,
+        alarm: Alarm,
+        condition: bool | None,
+        value: Any = None,
+        detail: Callable[[], dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Feed ``alarm``; queue its events and return their bodies (a rule may annotate)."""
-        bodies = alarm.update(condition, self.now, value, **detail)
-        self.events.extend(("alarm", body) for body in bodies)
+        """Feed ``alarm``; queue its events and return their bodies (a rule may annotate).
+        ``detail`` (what the raised event says besides the value) is built only if needed."""
+        bodies = alarm.update(condition, self.now, value, detail)
+        if bodies:
+            self.events.extend(("alarm", body) for body in bodies)
         return bodies
 
     def emit(self, kind: str, body: dict[str, Any]) -> None:

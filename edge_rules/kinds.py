@@ -95,10 +95,12 @@ class _ValueRule:
         condition = beyond(
             value, self._alarm.active, above=c.above, below=c.below, hysteresis=c.hysteresis
         )
-        limit = (
-            c.above if c.above is not None and value is not None and value > c.above else c.below
-        )
-        ctx.alarm(self._alarm, condition, value, rule=self.kind, limit=limit)
+
+        def detail() -> dict[str, Any]:
+            high = c.above is not None and value is not None and value > c.above
+            return {"rule": self.kind, "limit": c.above if high else c.below}
+
+        ctx.alarm(self._alarm, condition, value, detail)
 
     def alarms(self) -> Sequence[Alarm]:
         return [self._alarm] if self._alarm else []
@@ -150,7 +152,8 @@ class ThresholdRule(DerivedRule):
             self.watch(ctx, r)
         else:
             condition = bool(r.value) if r.quality.is_good else None
-            ctx.alarm(self._alarm, condition, r.value, rule=self.kind, expr=self._expr.source)
+            source = self._expr.source
+            ctx.alarm(self._alarm, condition, r.value, lambda: {"rule": self.kind, "expr": source})
         ctx.put(self.name, self._alarm.active, GOOD, r.ts)  # the alarm's state is always known
 
 
