@@ -27,12 +27,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline import bench_point_updates, meter_twin  # noqa: E402
+from pipeline import bench_point_updates, meter_twin
 
-from agent.models import GOOD, Reading  # noqa: E402
-from edge_rules.config import FloodSettings, build  # noqa: E402
-from edge_rules.engine import RuleEngine  # noqa: E402
-from twins.meter import MeterTwin  # noqa: E402
+from agent.models import GOOD, Reading
+from edge_rules.config import FloodSettings, build
+from edge_rules.engine import RuleEngine
+from twins.meter import MeterTwin
 
 PH = ("phsA", "phsB", "phsC")
 ANALYTICS: dict[str, Any] = {
