@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 Value = float | int | bool | None
 
@@ -19,6 +19,8 @@ class Validity(StrEnum):
     INVALID = "invalid"
     QUESTIONABLE = "questionable"
 
+
+_GOOD = Validity.GOOD
 
 DETAIL_FLAGS = (
     "overflow",
@@ -49,7 +51,7 @@ class Quality:
 
     @property
     def is_good(self) -> bool:
-        return self.validity is Validity.GOOD
+        return self.validity is _GOOD  # a module constant: enum member lookup is slow
 
     def to_wire(self) -> dict[str, Any]:
         """OpenFMB ``Quality`` as a map. Like protobuf 3, fields at their default are left out:
@@ -78,12 +80,13 @@ OVERFLOW = Quality(Validity.INVALID, frozenset({"overflow"}))
 OLD_DATA = Quality(Validity.QUESTIONABLE, frozenset({"oldData"}))
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
     """One point's value as read from a device.
 
     ``point`` is the key the runtime gave the driver; ``ts`` is the source time (seconds since the
     epoch, taken when the device's answer arrived). ``value`` is None when quality is invalid.
+    Immutable; a named tuple because every sample of every point makes one (it is made twice as
+    fast as a frozen dataclass).
     """
 
     point: str

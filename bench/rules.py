@@ -4,12 +4,15 @@
   every poll (each twin's voltages, currents, power and counters move at every poll), on one
   core (the process is pinned to CPU 0). The 10 rules: the outage, C84.1 voltage, tamper,
   loading and 15-minute demand analytics, and five configured rules -- a threshold with
-  hysteresis and delays, a derived phase imbalance, a rate of change, a sliding 60 s mean and a
-  fixed 15-minute mean. Only the engines' ``evaluate`` calls are timed. Target >= 100,000/s.
+  hysteresis and delays, a derived phase imbalance (published), a ramp-rate alarm, a sustained
+  (sliding 60 s mean) overload alarm and a fixed 15-minute mean (published). Only the engines'
+  ``evaluate`` calls are timed. Target >= 100,000/s.
 * ``point_updates_ratio``: the spine benchmark's point updates/s (``bench/pipeline.py``: 100
   meter twins x 28 points through twin, report-by-exception, msgpack and a real SQLite outbox)
   with those 10 rules on every twin, as a ratio of the same run without them. Target >= 0.7.
-  The two runs alternate three times and the medians are compared.
+  Rates are per second of the process's CPU time (wall-clock rates on this shared 2-core
+  machine swing by +-30 % from run to run); seven back-to-back pairs of 3 s, the median ratio,
+  every pair's ratio printed (garbage collection alone moves a pair by +-0.1).
 """
 
 from __future__ import annotations
@@ -50,10 +53,10 @@ RULES: list[dict[str, Any]] = [
      "expr": "(max(readingMMXU.PhV.phsA, readingMMXU.PhV.phsB, readingMMXU.PhV.phsC) - "
              "min(readingMMXU.PhV.phsA, readingMMXU.PhV.phsB, readingMMXU.PhV.phsC)) / "
              "readingMMXU.PhV.net * 100", "above": 3},
-    {"name": "dW_dt", "kind": "rate", "point": "readingMMXU.W.net", "window_s": 10,
-     "deadband_abs": 100},
-    {"name": "w_mean_60s", "kind": "stats", "point": "readingMMXU.W.net", "stat": "mean",
-     "window_s": 60, "deadband_abs": 100},
+    {"name": "ramp", "kind": "rate", "point": "readingMMXU.W.net", "window_s": 10, "per": "min",
+     "above": 20_000, "publish": False, "message": "power ramping faster than 20 kW/min"},
+    {"name": "sustained_w", "kind": "stats", "point": "readingMMXU.W.net", "stat": "mean",
+     "window_s": 60, "above": 120_000, "publish": False, "message": "1-minute mean over 120 kW"},
     {"name": "w_15min", "kind": "stats", "point": "readingMMXU.W.net", "stat": "mean",
      "window_s": 900, "window": "fixed"},
 ]  # fmt: skip
@@ -96,38 +99,45 @@ def bench_evaluations(n_twins: int = 1000, polls: int = 20) -> tuple[float, int]
     return evaluations / elapsed, evaluations
 
 
-async def bench_ratio(tmp: Path, rounds: int = 3) -> tuple[float, float]:
-    """Median point updates/s without and with the 10 rules on each of 100 twins."""
-    without, with_rules = [], []
+async def bench_ratio(tmp: Path, rounds: int = 7) -> tuple[float, float, list[float]]:
+    """Point updates per CPU second without and with the 10 rules on each of 100 twins, in
+    ``rounds`` back-to-back pairs: the medians, and each pair's ratio."""
+    without, with_rules, ratios = [], [], []
     for _ in range(rounds):
-        without.append(await bench_point_updates(tmp, seconds=2.0))
+        plain = await bench_point_updates(tmp, seconds=3.0, cpu=True)
         twins = [meter_twin(i) for i in range(100)]
         for twin in twins:
             twin.attach_rules(engine_for(twin))
-        with_rules.append(await bench_point_updates(tmp, seconds=2.0, twins=twins))
-    return statistics.median(without), statistics.median(with_rules)
+        ruled = await bench_point_updates(tmp, seconds=3.0, twins=twins, cpu=True)
+        without.append(plain)
+        with_rules.append(ruled)
+        ratios.append(ruled / plain)
+    return statistics.median(without), statistics.median(with_rules), ratios
 
 
 def main() -> dict[str, Any]:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {0})  # one core
     results: dict[str, Any] = {}
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if cpus is not None:
+        os.sched_setaffinity(0, {min(cpus)})  # one core for the evaluations
     rate, n = bench_evaluations()
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)  # the spine runs as the agent does: its writer thread too
     results["rule_evaluations_per_s"] = round(rate)
     print(f"rule evaluations/s, 1,000 twins x 10 rules, one core: {rate:,.0f} (over {n:,})")
     tmp = Path(tempfile.mkdtemp(prefix="edgetwin-rules-bench-"))
-    without, with_rules = asyncio.run(bench_ratio(tmp))
-    results["point_updates_per_s_without_rules"] = round(without)
-    results["point_updates_per_s_with_rules"] = round(with_rules)
-    results["point_updates_ratio"] = round(with_rules / without, 3)
+    without, with_rules, ratios = asyncio.run(bench_ratio(tmp))
+    ratio = statistics.median(ratios)
+    results["point_updates_per_cpu_s_without_rules"] = round(without)
+    results["point_updates_per_cpu_s_with_rules"] = round(with_rules)
+    results["point_updates_ratio"] = round(ratio, 3)
     print(
-        f"spine point updates/s: {without:,.0f} without rules, {with_rules:,.0f} with 10 rules "
-        f"per twin: ratio {with_rules / without:.2f}"
+        f"spine point updates per CPU second: {without:,.0f} without rules, {with_rules:,.0f} "
+        f"with 10 rules per twin: ratio {ratio:.2f} (median of {len(ratios)} pairs: "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + ")"
     )
-    targets = {
-        "rule_evaluations_per_s": rate >= 100_000,
-        "point_updates_ratio": with_rules / without >= 0.7,
-    }
+    targets = {"rule_evaluations_per_s": rate >= 100_000, "point_updates_ratio": ratio >= 0.7}
     print("targets: " + ", ".join(f"{k} {'met' if ok else 'MISSED'}" for k, ok in targets.items()))
     return results
 

@@ -70,12 +70,8 @@ class Alarm:
         """Feed the condition at ``now``; return the event bodies to publish (often none).
         ``detail`` is called only when the condition would raise the alarm (it is the common
         case that nothing changes, and rules evaluate after every poll)."""
-        if (
-            (condition is None or condition == self.active)
-            and self._pending_since is None
-            and not self.chattering
-        ):
-            if condition:
+        if self.quiet(condition, now):
+            if condition and self.active:
                 self.value = value
             return []
         events: list[dict[str, Any]] = []
@@ -97,6 +93,24 @@ class Alarm:
             events.append(self.body("raised" if self.active else "cleared", suppressed=True))
             self.suppressed = 0
         return events
+
+    def quiet(self, condition: bool | None, now: float) -> bool:
+        """Whether feeding ``condition`` at ``now`` would change nothing but the value: the
+        state agrees, or a delay is running and not yet over. Checked first, cheaply: rules
+        evaluate after every poll and this is the common case."""
+        if self.chattering:
+            return False
+        if condition is None or condition is self.active or condition == self.active:
+            return self._pending_since is None
+        if self._pending_since is None:
+            return False
+        delay = self.spec.on_delay_s if condition else self.spec.off_delay_s
+        return now - self._pending_since < delay
+
+    @property
+    def idle(self) -> bool:
+        """Not raised, nothing pending, not chattering: a false condition changes nothing."""
+        return not self.active and self._pending_since is None and not self.chattering
 
     def _transition(self, raise_: bool, now: float, value: Any) -> list[dict[str, Any]]:
         self.active = raise_

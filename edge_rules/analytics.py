@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.models import GOOD, Value
+from agent.models import GOOD, Reading, Value
 from edge_rules.alarm import Alarm, AlarmSpec, FloodPolicy, beyond
 from edge_rules.engine import Context
 from edge_rules.kinds import Priority
@@ -60,11 +60,20 @@ class _Analytic:
                 a.restore(state[a.spec.name])
 
 
-def _volts(ctx: Context, fields: Sequence[str]) -> list[float] | None:
-    values = [ctx.good(f) for f in fields]
-    if any(not isinstance(v, int | float) for v in values):
-        return None
-    return [float(v) for v in values]  # type: ignore[arg-type]
+def _volts(ctx: Context, fields: tuple[str, ...]) -> list[float] | None:
+    """The good values of ``fields`` (None unless all are good numbers); computed once per
+    evaluation for the analytics that share them."""
+    if fields in ctx.memo:
+        return ctx.memo[fields]
+    out: list[float] | None = []
+    for f in fields:
+        r = ctx.points.get(f)
+        if r is None or not r.quality.is_good or not isinstance(r.value, int | float):
+            out = None
+            break
+        out.append(float(r.value))  # type: ignore[union-attr]
+    ctx.memo[fields] = out
+    return out
 
 
 class OutageSettings(_Delays):
@@ -96,6 +105,9 @@ class OutageRule(_Analytic):
         msg = "loss of voltage on all phases"
         self.alarm = _alarm("outage", cfg.priority, msg, cfg, flood)
         self._alarms = [self.alarm]
+        self._state: Reading | None = None
+        limit = {"limitV": round(self.out_v, 3)}
+        self._detail = lambda: limit
 
     def evaluate(self, ctx: Context) -> None:
         volts = _volts(ctx, self.fields)
@@ -105,11 +117,10 @@ class OutageRule(_Analytic):
                 condition = True
             elif min(volts) >= self.restore_v:
                 condition = False  # between the two: partly back, the outage holds
-        value = None if volts is None else round(max(volts), 3)
-        limit = {"limitV": round(self.out_v, 3)}
-        for body in ctx.alarm(self.alarm, condition, value, lambda: limit):
+        value = None if volts is None else max(volts)
+        for body in ctx.alarm(self.alarm, condition, value, self._detail):
             body["event"] = "lastGasp" if body["state"] == "raised" else "restore"
-        ctx.put("outage", self.alarm.active, GOOD, ctx.now)
+        self._state = ctx.state(self._state, "outage", self.alarm.active)
 
 
 class VoltageSettings(_Delays):
@@ -151,23 +162,31 @@ class VoltageRule(_Analytic):
                 alarm = _alarm(name, prio, text, cfg, flood)
                 self._limits.append((alarm, kind, nominal_v * pct / 100, rng))
                 self._alarms.append(alarm)
+        self._quiet = (nominal_v * cfg.range_a[0] / 100, nominal_v * cfg.range_a[1] / 100)
 
     def evaluate(self, ctx: Context) -> None:
         volts = _volts(ctx, self.fields)
-        outage = volts is not None and max(volts) < self.out_v
+        if (
+            volts is not None
+            and self._quiet[0] <= min(volts)
+            and max(volts) <= self._quiet[1]
+            and all(a.idle for a in self._alarms)
+        ):
+            return  # inside range A with nothing raised or pending: nothing can change
+        low, high = (min(volts), max(volts)) if volts is not None else (0.0, 0.0)
+        outage = volts is not None and high < self.out_v
         for alarm, kind, limit, rng in self._limits:
             if volts is None or outage:
                 ctx.alarm(alarm, None)
                 continue
-            worst = min(volts) if kind == "sag" else max(volts)
+            worst = low if kind == "sag" else high
+            margin = self.hyst if alarm.active else 0.0
+            condition = worst < limit + margin if kind == "sag" else worst > limit - margin
+            if alarm.quiet(condition, ctx.now):
+                if condition and alarm.active:
+                    alarm.value = worst
+                continue
             phase = self.fields[volts.index(worst)]
-            condition = beyond(
-                worst,
-                alarm.active,
-                above=limit if kind == "swell" else None,
-                below=limit if kind == "sag" else None,
-                hysteresis=self.hyst,
-            )
 
             def detail(phase: str = phase, worst: float = worst, limit: float = limit,
                        rng: str = rng) -> dict[str, Any]:  # fmt: skip
@@ -264,8 +283,11 @@ class TamperRule(_Analytic):
             rise = float(r.value) - self._export[1]
         if self._export is None or r.ts > self._export[0]:
             self._export = (r.ts, float(r.value))
+        condition = rise >= self.cfg.reverse_wh
+        if self.reverse.quiet(condition, ctx.now):
+            return
         export = {"counter": self.export, "exportWh": float(r.value)}
-        ctx.alarm(self.reverse, rise >= self.cfg.reverse_wh, round(rise, 3), lambda: export)
+        ctx.alarm(self.reverse, condition, round(rise, 3), lambda: export)
 
     def snapshot(self) -> Any:
         return {**super().snapshot(), "_export": list(self._export) if self._export else None}

@@ -85,7 +85,7 @@ class ReportByException:
     def due(self, field: str, sample: Reading, now: float) -> bool:
         """Whether ``sample`` of ``field`` should be reported at ``now`` (no side effect)."""
         last = self._last.get(field)
-        if last is None or sample.quality != last.quality:
+        if last is None or (sample.quality is not last.quality and sample.quality != last.quality):
             return True
         policy = self.policy(field)
         if policy.integrity_period_s is not None and now - last.at >= policy.integrity_period_s:

@@ -68,6 +68,8 @@ class DemandRule:
         self._start: tuple[float, float, float] | None = None  # (interval start, ts, Wh)
         self._last: tuple[float | None, float] | None = None  # (kW, interval end)
         self._peak: tuple[str, float, float] | None = None  # (period, kW, interval start)
+        self._kw: Reading | None = None  # the outputs, made again only when they change
+        self._peak_r: Reading | None = None
 
     def alarms(self) -> Sequence[Alarm]:
         return ()
@@ -78,9 +80,13 @@ class DemandRule:
             self._sample(ctx, r.ts, float(r.value))  # type: ignore[arg-type]
         if self._last is not None:
             kw, end = self._last
-            ctx.put("demand_kW", kw, GOOD if kw is not None else FAILURE, end)
+            if self._kw is None or self._kw.ts != end:
+                self._kw = Reading("demand_kW", kw, GOOD if kw is not None else FAILURE, end)
+            ctx.keep(self._kw)
         if self._peak is not None:
-            ctx.put("demand_peak_kW", self._peak[1], GOOD, self._peak[2])
+            if self._peak_r is None or self._peak_r.ts != self._peak[2]:
+                self._peak_r = Reading("demand_peak_kW", self._peak[1], GOOD, self._peak[2])
+            ctx.keep(self._peak_r)
 
     def _sample(self, ctx: Context, ts: float, wh: float) -> None:
         length = self.cfg.interval_s

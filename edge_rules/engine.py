@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.models import FAILURE, Quality, Reading, Validity, Value
+from agent.models import FAILURE, GOOD, Quality, Reading, Validity, Value
 from edge_rules.alarm import Alarm
 from edge_rules.expr import Expression
 
@@ -29,16 +29,20 @@ from edge_rules.expr import Expression
 INCONSISTENT = Quality(Validity.INVALID, frozenset({"inconsistent"}))
 
 
+_NO_EVENTS: list[dict[str, Any]] = []  # returned empty, never appended to
+
+
 class Context:
     """What a rule sees and writes during one evaluation."""
 
-    __slots__ = ("events", "now", "outputs", "points")
+    __slots__ = ("events", "memo", "now", "outputs", "points")
 
     def __init__(self, now: float, points: dict[str, Reading]) -> None:
         self.now = now
         self.points = points  # owned: rules add their outputs to it
         self.outputs: dict[str, Reading] = {}
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.memo: dict[Any, Any] = {}  # what several rules compute alike (e.g. the voltages)
 
     def good(self, name: str) -> Value:
         """The point's value if it is known with good quality, else None."""
@@ -49,25 +53,42 @@ class Context:
         reading = Reading(name, value if quality.is_good else None, quality, ts)
         self.points[name] = self.outputs[name] = reading
 
+    def keep(self, reading: Reading) -> None:
+        """Output ``reading`` as it is (named by its ``point``)."""
+        self.points[reading.point] = self.outputs[reading.point] = reading
+
+    def state(self, cached: Reading | None, name: str, value: Value) -> Reading:
+        """Output a state (e.g. an alarm's), reusing ``cached`` while the value is unchanged:
+        its time is when the state last changed. Returns what was output."""
+        if cached is None or cached.value != value:
+            cached = Reading(name, value, GOOD, self.now)
+        self.keep(cached)
+        return cached
+
     def compute(self, name: str, expr: Expression) -> Reading:
-        """``expr`` over the points, with the worst quality of its inputs and their newest time;
-        a value only when every input is good."""
-        inputs = [self.points.get(n) for n in expr.names]
-        ts = max((r.ts for r in inputs if r is not None), default=self.now)
-        worst = next(
-            (
-                FAILURE if r is None else r.quality
-                for r in inputs
-                if r is None or not r.quality.is_good
-            ),
-            None,
-        )
-        if worst is not None:
-            return Reading(name, None, worst, ts)
-        value = expr({r.point: r.value for r in inputs if r is not None})
+        """``expr`` over the points: a value only when every input is good, else the first bad
+        input's quality (``failure`` for one never read); the newest input's time."""
+        if expr.bare is not None:  # just a point: its sample under the rule's name
+            r = self.points.get(expr.bare)
+            if r is None:
+                return Reading(name, None, FAILURE, self.now)
+            return Reading(name, r.value if r.quality.is_good else None, r.quality, r.ts)
+        values: dict[str, Any] = {}
+        ts = None
+        for n in expr.names:
+            r = self.points.get(n)
+            if r is None:
+                return Reading(name, None, FAILURE, self.now)
+            if not r.quality.is_good:
+                return Reading(name, None, r.quality, r.ts)
+            values[n] = r.value
+            if ts is None or r.ts > ts:
+                ts = r.ts
+        value = expr.evaluate(values)
+        when = self.now if ts is None else ts
         if value is None:
-            return Reading(name, None, INCONSISTENT, ts)
-        return Reading(name, value, Quality(), ts)
+            return Reading(name, None, INCONSISTENT, when)
+        return Reading(name, value, GOOD, when)
 
     def alarm(
         self,
@@ -78,6 +99,10 @@ class Context:
     ) -> list[dict[str, Any]]:
         """Feed ``alarm``; queue its events and return their bodies (a rule may annotate).
         ``detail`` (what the raised event says besides the value) is built only if needed."""
+        if alarm.quiet(condition, self.now):
+            if condition and alarm.active:
+                alarm.value = value
+            return _NO_EVENTS
         bodies = alarm.update(condition, self.now, value, detail)
         if bodies:
             self.events.extend(("alarm", body) for body in bodies)

@@ -99,16 +99,23 @@ def _num(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
-def _arith(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    def apply(a: Any, b: Any) -> Any:
-        if a is None or b is None:
+def _binary(op: Callable[[Any, Any], Any], left: Node, right: Node) -> Node:
+    """A node applying ``op``: unknown if either side is, or if ``op`` fails (division by
+    zero, overflow, a string in arithmetic). One closure per node: evaluation is hot."""
+
+    def node(v: Values) -> Any:
+        a = left(v)
+        if a is None:
+            return None
+        b = right(v)
+        if b is None:
             return None
         try:
             return op(a, b)
         except (ZeroDivisionError, OverflowError, TypeError, ValueError):
             return None
 
-    return apply
+    return node
 
 
 def _if(c: Any, a: Any, b: Any) -> Any:
@@ -121,7 +128,7 @@ def _sqrt(x: Any) -> Any:
 
 def _agg(fn: Callable[..., Any]) -> Callable[..., Any]:
     def apply(*xs: Any) -> Any:
-        return None if any(x is None for x in xs) else fn(xs)
+        return None if None in xs else fn(xs)
 
     return apply
 
@@ -192,9 +199,7 @@ class _Parser:
         left = self.sum()
         if self.tok.kind == "op" and self.tok.text in _COMPARE:
             op = _COMPARE[self.take().text]
-            right = self.sum()
-            cmp = _arith(op)
-            return lambda v: cmp(left(v), right(v))
+            return _binary(op, left, self.sum())
         return left
 
     def _binary(
@@ -202,9 +207,8 @@ class _Parser:
     ) -> Node:
         node = sub()
         while self.tok.kind == "op" and self.tok.text in ops:
-            fn = _arith(ops[self.take().text])
-            left, right = node, sub()
-            node = _bind(fn, left, right)
+            op = ops[self.take().text]
+            node = _binary(op, node, sub())
         return node
 
     def sum(self) -> Node:
@@ -225,7 +229,7 @@ class _Parser:
         base = self.atom()
         if self.tok.kind == "op" and self.tok.text == "**":
             self.take()
-            return _bind(_arith(operator.pow), base, self.unary())
+            return _binary(operator.pow, base, self.unary())
         return base
 
     def atom(self) -> Node:
@@ -257,8 +261,7 @@ class _Parser:
             raise ExpressionError(f"unknown point {tok.text!r}", tok.pos)
         if tok.text not in self.names:
             self.names.append(tok.text)
-        name = tok.text
-        return lambda v: v.get(name)
+        return operator.itemgetter(tok.text)  # callers give a value for every name
 
     def call(self, tok: _Tok) -> Node:
         if tok.text not in FUNCTIONS:
@@ -278,11 +281,13 @@ class _Parser:
         if len(args) == 1:
             (a,) = args
             return lambda v: fn(a(v))
-        return lambda v: fn(*(arg(v) for arg in args))
-
-
-def _bind(fn: Callable[[Any, Any], Any], left: Node, right: Node) -> Node:
-    return lambda v: fn(left(v), right(v))
+        if len(args) == 2:
+            a, b = args
+            return lambda v: fn(a(v), b(v))
+        if len(args) == 3:
+            a, b, c = args
+            return lambda v: fn(a(v), b(v), c(v))
+        return lambda v: fn(*[arg(v) for arg in args])
 
 
 def _logic(left: Node, right: Node, *, is_and: bool) -> Node:
@@ -303,14 +308,16 @@ def _logic(left: Node, right: Node, *, is_and: bool) -> Node:
 
 @dataclass(frozen=True)
 class Expression:
-    """A compiled expression: ``names`` are the points it reads, in order of appearance."""
+    """A compiled expression: ``names`` are the points it reads, in order of appearance;
+    ``evaluate(values)`` (or calling it) computes it."""
 
     source: str
     names: tuple[str, ...]
-    _node: Node
+    evaluate: Node
+    bare: str | None = None  # the expression is just this point's name
 
     def __call__(self, values: Values) -> Any:
-        return self._node(values)
+        return self.evaluate(values)
 
 
 def compile_expression(source: str, known: Collection[str] | None = None) -> Expression:
@@ -320,4 +327,6 @@ def compile_expression(source: str, known: Collection[str] | None = None) -> Exp
         raise ExpressionError("empty expression", 1)
     parser = _Parser(source, known)
     node = parser.parse()
-    return Expression(source, tuple(parser.names), node)
+    names = tuple(parser.names)
+    bare = names[0] if len(names) == 1 and source.strip() == names[0] else None
+    return Expression(source, names, node, bare)

@@ -95,6 +95,10 @@ class _ValueRule:
         condition = beyond(
             value, self._alarm.active, above=c.above, below=c.below, hysteresis=c.hysteresis
         )
+        if self._alarm.quiet(condition, ctx.now):
+            if condition and self._alarm.active:
+                self._alarm.value = value
+            return
 
         def detail() -> dict[str, Any]:
             high = c.above is not None and value is not None and value > c.above
@@ -129,7 +133,7 @@ class DerivedRule(_ValueRule):
 
     def evaluate(self, ctx: Context) -> None:
         r = ctx.compute(self.name, self._expr)
-        ctx.put(self.name, r.value, r.quality, r.ts)
+        ctx.keep(r)
         self.watch(ctx, r)
 
 
@@ -144,6 +148,7 @@ class ThresholdRule(DerivedRule):
         super().__init__(cfg, key, flood, known)
         if self._alarm is None:  # the expression is the condition
             self._alarm = cfg.alarm(cfg.name, flood)
+        self._state: Reading | None = None
 
     def evaluate(self, ctx: Context) -> None:
         assert self._alarm is not None
@@ -154,7 +159,7 @@ class ThresholdRule(DerivedRule):
             condition = bool(r.value) if r.quality.is_good else None
             source = self._expr.source
             ctx.alarm(self._alarm, condition, r.value, lambda: {"rule": self.kind, "expr": source})
-        ctx.put(self.name, self._alarm.active, GOOD, r.ts)  # the alarm's state is always known
+        self._state = ctx.state(self._state, self.name, self._alarm.active)  # always known
 
 
 class PointSettings(RuleSettings):
@@ -261,6 +266,7 @@ class StatsRule(_SampleRule):
         self.stat = cfg.stat
         self.fixed = cfg.window == "fixed"
         self._samples: deque[tuple[float, float]] = deque()
+        self._sum, self._added = 0.0, 0  # sliding: running sum of the samples' values
         self._acc: list[float] | None = None  # fixed: [start, n, sum, sumsq, min, max]
         self._result: tuple[float | None, float] | None = None  # fixed: (value, window end)
 
@@ -275,12 +281,21 @@ class StatsRule(_SampleRule):
 
     def _sliding(self, ctx: Context, r: Reading) -> None:
         s = self._samples
-        s.append((r.ts, float(r.value)))  # type: ignore[arg-type]
+        v = float(r.value)  # type: ignore[arg-type]
+        s.append((r.ts, v))
+        self._sum += v
         while s and s[0][0] <= r.ts - self.window_s:
-            s.popleft()
-        value = _stat(self.stat, [v for _, v in s])
-        ctx.put(self.name, value, GOOD, r.ts)
-        self.watch(ctx, Reading(self.name, value, GOOD, r.ts))
+            self._sum -= s.popleft()[1]
+        self._added += 1
+        if self._added >= 1000:  # bound the rounding drift of the running sum
+            self._added, self._sum = 0, math.fsum(x for _, x in s)
+        if self.stat == "mean":
+            value = self._sum / len(s)
+        else:
+            value = _stat(self.stat, [x for _, x in s])
+        out = Reading(self.name, value, GOOD, r.ts)
+        ctx.keep(out)
+        self.watch(ctx, out)
 
     def _fixed(self, ctx: Context, r: Reading | None) -> None:
         w = self.window_s
@@ -325,6 +340,7 @@ class StatsRule(_SampleRule):
         super().restore(state)
         self._last_ts = state.get("last_ts")
         self._samples = deque((float(t), float(v)) for t, v in state.get("samples") or [])
+        self._sum = math.fsum(v for _, v in self._samples)
         self._acc = state.get("acc")
         result = state.get("result")
         self._result = (result[0], result[1]) if result else None

@@ -27,11 +27,21 @@ class QualitySettings(BaseModel):
     range_check: bool = True
 
 
+_FLAGGED: dict[tuple[Quality, str], Quality] = {}
+
+
 def flagged(quality: Quality, flag: str) -> Quality:
-    """``quality`` with ``flag`` set; good becomes questionable."""
-    validity = Validity.QUESTIONABLE if quality.is_good else quality.validity
-    return Quality(validity, quality.detail | {flag}, quality.source, quality.test,
-                   quality.operator_blocked)  # fmt: skip
+    """``quality`` with ``flag`` set; good becomes questionable. The same object for the same
+    result, so comparing qualities (report-by-exception does, at every sample) stays cheap."""
+    key = (quality, flag)
+    out = _FLAGGED.get(key)
+    if out is None:
+        validity = Validity.QUESTIONABLE if quality.is_good else quality.validity
+        out = Quality(validity, quality.detail | {flag}, quality.source, quality.test,
+                      quality.operator_blocked)  # fmt: skip
+        if len(_FLAGGED) < 1024:  # the combinations are few; never grow without bound
+            _FLAGGED[key] = out
+    return out
 
 
 @dataclass(slots=True)
