@@ -79,6 +79,13 @@ def cmd_check(args: argparse.Namespace) -> int:
                 f"    {bp.field:<28} {e.table or '-':>8} {e.address!s:>6} {e.dtype:<8} "
                 f"{e.order} {e.units}"
             )
+        engine = getattr(twin, "rules", None)
+        if engine is not None:
+            print(f"    rules, in order: {', '.join(r.name for r in engine.rules)}")
+            events = twin.event_profile.topic(s.topic_prefix, s.mrid)  # type: ignore[attr-defined]
+            print(f"    events on {events}")
+        for lock in cfg.interlocks.get(s.mrid, ()):
+            print(f"    interlock: refuse {lock.action} while {lock.expr.source}")
     return 0
 
 

@@ -27,7 +27,7 @@ from agent.config import load_config
 from agent.keys import generate, load_trust_dir
 from agent.mqtt import parse_url
 from agent.subscriber import Subscription, Verifier
-from firmware_sim.site import site_config
+from firmware_sim.site import SIM_METER_ANALYTICS, site_config
 
 AGENT_ID = "edgetwin-demo"
 
@@ -73,6 +73,14 @@ def live_line(report: dict[str, Any]) -> str:
             parts.append(f"SupWh={mmtr['SupWh']['actVal']}")
         fields = sum(len(v) if isinstance(v, dict) else 1 for v in mmxu.values()) + len(mmtr)
         text += f"  {fields:>2} fields  " + "  ".join(parts)
+    event = body.get("meterEvent", {}) if isinstance(body, dict) else {}
+    for kind, detail in event.items():  # an alarm, a demand interval, a settlement read
+        if kind == "alarm":
+            text += f"  ALARM {detail.get('name')} {detail.get('state')} ({detail.get('priority')})"
+        elif kind == "demand":
+            text += f"  demand {detail.get('kW')} kW (peak {detail.get('peakKW')} kW)"
+        else:
+            text += f"  {kind}"
     text += "  verified" + (f" [{', '.join(flags)}]" if flags else "")
     return text
 
@@ -141,6 +149,7 @@ async def _demo(data: Path, trust: Path, broker_url: str | None, duration: float
                 meters=[("meter1", meter_port)],
                 device={"poll_interval_s": 1.0, "timeout_s": 0.5},
                 reporting={"integrity_period_s": 30, "deadband_pct": 0.2},
+                twin=SIM_METER_ANALYTICS,
             )
         )
         config = load_config(cfg_path)

@@ -34,6 +34,31 @@ def _table(name: str, values: Mapping[str, Any]) -> str:
     return f"[{name}]\n{body}"
 
 
+#: Twin settings that turn on the built-in analytics for a simulated meter (480Y/277 V): its
+#: tamper switch (bit 0 of register 113) as a point, outage, ANSI C84.1 sag / swell, tamper,
+#: 15-minute demand and the loading of a 150 kVA transformer. ``edgetwin demo`` uses them.
+SIM_METER_ANALYTICS: dict[str, Any] = {
+    "points": [
+        {
+            "field": "@Tamper",
+            "address": 113,
+            "table": "holding",
+            "dtype": "uint16",
+            "mask": 1,
+            "kind": "state",
+        }
+    ],
+    "analytics": {
+        "nominal_v": 277.0,
+        "outage": {},
+        "voltage": {"on_delay_s": 5.0},
+        "tamper": {"flag": "@Tamper"},
+        "demand": {},
+        "loading": {"rating_kva": 150.0},
+    },
+}
+
+
 def meter_mrid(meter: int, twin: int = 0) -> str:
     """A stable mRID for twin ``twin`` of simulated meter ``meter``."""
     return str(uuid.UUID(int=0x5F0A3C2E_8D1B_4F7A_9C3E_000000000000 + meter * 1000 + twin))

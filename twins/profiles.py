@@ -15,6 +15,7 @@ An invalid sample carries ``q`` and ``t`` but no value.
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,16 @@ from typing import Any
 from agent.models import Reading
 
 WYE_PHASES = ("net", "phsA", "phsB", "phsC", "neut")
+
+
+_MRIDS = random.Random()  # seeded from the OS's entropy once, at import
+
+
+def new_mrid() -> str:
+    """A fresh random (version 4) UUID for a message. The identifiers need to be unique, not
+    secret, so they come from a generator seeded once from ``os.urandom`` rather than a system
+    call per message (which costs more than building the rest of the message)."""
+    return str(uuid.UUID(int=_MRIDS.getrandbits(128), version=4))
 
 
 def timestamp(ts: float) -> dict[str, int]:
@@ -74,7 +85,7 @@ class Profile:
         return {
             self.message_info: {
                 "messageInfo": {
-                    "identifiedObject": {"mRID": message_mrid or str(uuid.uuid4())},
+                    "identifiedObject": {"mRID": message_mrid or new_mrid()},
                     "messageTimeStamp": timestamp(now),
                 }
             },

@@ -36,7 +36,11 @@ def test_shipped_example_config_is_valid(tmp_path: Path) -> None:
     cfg = load_config(example_config(tmp_path))
     assert [d.name for d in cfg.devices] == ["meter1"]
     (twin,) = cfg.twins
-    assert len(twin.bound_points()) == 28  # 6 quantities x 4 + Hz + 3 counters
+    assert len(twin.bound_points()) == 29  # 6 quantities x 4 + Hz + 3 counters + tamper bit
+    engine = twin.rules  # type: ignore[attr-defined]
+    assert [r.name for r in engine.rules] == [
+        "outage", "voltage", "tamper", "loading", "demand", "hz_deviation",
+    ]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
