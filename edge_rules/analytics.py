@@ -82,7 +82,16 @@ class OutageSettings(_Delays):
     priority: Priority = "critical"
 
 
-class OutageRule(_Analytic):
+class _PhaseAnalytic(_Analytic):
+    """An analytic of the phase voltages against the nominal."""
+
+    def __init__(self, key: str, nominal_v: float, fields: Sequence[str]) -> None:
+        super().__init__(key)
+        self.fields = tuple(fields)
+        self.nominal = nominal_v
+
+
+class OutageRule(_PhaseAnalytic):
     """Loss of voltage on every phase is an outage (the *last gasp* event); voltage back on
     every phase is the restore (with the outage's duration). Output ``outage`` (true during an
     outage; kept in the twin's state, not published: the events say it)."""
@@ -98,8 +107,7 @@ class OutageRule(_Analytic):
         key: str,
         flood: FloodPolicy,
     ) -> None:
-        super().__init__(key)
-        self.fields = tuple(fields)
+        super().__init__(key, nominal_v, fields)
         self.out_v = nominal_v * cfg.outage_pct / 100
         self.restore_v = nominal_v * cfg.restore_pct / 100
         msg = "loss of voltage on all phases"
@@ -133,7 +141,7 @@ class VoltageSettings(_Delays):
     outage_pct: float = Field(10.0, gt=0, lt=100, description="below on all phases: not a sag")
 
 
-class VoltageRule(_Analytic):
+class VoltageRule(_PhaseAnalytic):
     """Sag and swell against ANSI C84.1: ``sag_rangeA`` / ``swell_rangeA`` (medium) when the
     lowest / highest phase leaves range A, ``sag_rangeB`` / ``swell_rangeB`` (high) when it
     leaves range B. During an outage (every phase below ``outage_pct``) the sag alarms hold:
@@ -149,9 +157,7 @@ class VoltageRule(_Analytic):
         key: str,
         flood: FloodPolicy,
     ) -> None:
-        super().__init__(key)
-        self.fields = tuple(fields)
-        self.nominal = nominal_v
+        super().__init__(key, nominal_v, fields)
         self.hyst = nominal_v * cfg.hysteresis_pct / 100
         self.out_v = nominal_v * cfg.outage_pct / 100
         self._limits: list[tuple[Alarm, str, float, str]] = []
