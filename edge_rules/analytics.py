@@ -128,7 +128,8 @@ class OutageRule(_PhaseAnalytic):
         value = None if volts is None else max(volts)
         for body in ctx.alarm(self.alarm, condition, value, self._detail):
             body["event"] = "lastGasp" if body["state"] == "raised" else "restore"
-        self._state = ctx.state(self._state, "outage", self.alarm.active)
+        unknown = ctx.bad(self.fields) if volts is None else None
+        self._state = ctx.state(self._state, "outage", self.alarm.active, unknown)
 
 
 class VoltageSettings(_Delays):

@@ -57,13 +57,30 @@ class Context:
         """Output ``reading`` as it is (named by its ``point``)."""
         self.points[reading.point] = self.outputs[reading.point] = reading
 
-    def state(self, cached: Reading | None, name: str, value: Value) -> Reading:
+    def state(
+        self, cached: Reading | None, name: str, value: Value, unknown: Quality | None = None
+    ) -> Reading | None:
         """Output a state (e.g. an alarm's), reusing ``cached`` while the value is unchanged:
-        its time is when the state last changed. Returns what was output."""
+        its time is when the state last changed. With ``unknown`` (the quality of inputs that
+        are not good) the state is output without a value, so an interlock reading it refuses
+        rather than trusting a held state. Returns what to cache."""
+        if unknown is not None:
+            self.put(name, None, unknown, self.now)
+            return None
         if cached is None or cached.value != value:
             cached = Reading(name, value, GOOD, self.now)
         self.keep(cached)
         return cached
+
+    def bad(self, names: Iterable[str]) -> Quality | None:
+        """The quality of the first of ``names`` not known with good quality, or None."""
+        for n in names:
+            r = self.points.get(n)
+            if r is None:
+                return FAILURE
+            if not r.quality.is_good:
+                return r.quality
+        return None
 
     def compute(self, name: str, expr: Expression) -> Reading:
         """``expr`` over the points: a value only when every input is good, else the first bad

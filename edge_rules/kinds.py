@@ -159,7 +159,8 @@ class ThresholdRule(DerivedRule):
             condition = bool(r.value) if r.quality.is_good else None
             source = self._expr.source
             ctx.alarm(self._alarm, condition, r.value, lambda: {"rule": self.kind, "expr": source})
-        self._state = ctx.state(self._state, self.name, self._alarm.active)  # always known
+        unknown = None if r.quality.is_good else r.quality
+        self._state = ctx.state(self._state, self.name, self._alarm.active, unknown)
 
 
 class PointSettings(RuleSettings):

@@ -236,3 +236,16 @@ def test_a_settlement_read_waits_for_a_good_reading_and_says_how_late() -> None:
     bench.step({IMP: 1_000_100}, dt=5)  # t = 20 s
     (read,) = bench.of("settlementRead")
     assert read["edge"] == "start" and read["lateS"] == 10.0
+
+
+def test_outage_state_is_unknown_while_the_voltages_are() -> None:
+    # a held state must not look trustworthy: an interlock reading `outage` then refuses
+    from agent.models import FAILURE
+
+    bench = run({"outage": {}}, [(1, volts(277))])
+    assert bench.value("outage") is False and bench.outputs["outage"].quality.is_good
+    bench.step({V[0]: None}, quality=FAILURE)
+    assert bench.outputs["outage"].value is None
+    assert bench.outputs["outage"].quality == FAILURE
+    bench.step({V[0]: 277.0})
+    assert bench.value("outage") is False

@@ -33,7 +33,8 @@ async def test_profile_carries_the_simulators_values(
     async with driver:
         readings = await driver.read(points)
     twin.ingest(readings)
-    (out,) = twin.report(now=1000.0)
+    out, analytics = twin.report(now=1000.0)  # the example config runs analytics too
+    assert analytics.topic.split("/")[2] == "MeterAnalyticsProfile"
     assert out.topic == f"openfmb/metermodule/MeterReadingProfile/{twin.spec.mrid}"
     p = out.payload
     info = p["readingMessageInfo"]["messageInfo"]
@@ -58,14 +59,16 @@ async def test_unavailable_device_reports_invalid_failure_once(twin_and_device) 
         twin.ingest(await driver.read(points))
     twin.report(now=1.0)
     twin.set_available(False, now=2.0)
-    (out,) = twin.report(now=2.0)
+    out, _analytics = twin.report(now=2.0)
     mmxu = out.payload["meterReading"]["readingMMXU"]
     assert mmxu["Hz"]["q"]["validity"] == "invalid"
     assert mmxu["Hz"]["q"]["detailQual"] == {"failure": True}
     assert "mag" not in mmxu["Hz"]
     state = twin.state()
     assert state.available is False
+    # every point, and every rule output computed from them (outage, hz_deviation, loading_pct)
     assert all(r.quality == FAILURE for r in state.points.values())
+    assert {"outage", "hz_deviation", "loading_pct"} <= set(state.points)
     twin.set_available(False, now=3.0)
     assert twin.report(now=3.0) == []  # the same bad quality is not repeated
 
