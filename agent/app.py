@@ -22,6 +22,7 @@ from agent.clock import Clock, SystemClock
 from agent.codec import Signer, pack
 from agent.config import AgentConfig
 from agent.control import CommandListener, ControlService
+from agent.http import HttpServer
 from agent.keys import load_private
 from agent.localstate import (
     ALARMS,
@@ -38,11 +39,14 @@ from agent.pipeline import Pipeline
 from agent.publisher import Publisher
 from agent.running import RunningDevice
 from agent.state import AgentState
+from agent.systemd import Notifier
 from edge_rules.store import RuleStore
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 2.0
+LIVENESS_S = 10.0  # /healthz fails when the reporting tick has not run for this long
+READY_POLL_AGE_S = 5.0
 
 
 def agent_topic(prefix: str, kind: str, agent_id: str) -> str:
@@ -64,6 +68,9 @@ class Agent:
         self.control: ControlService | None = None
         self._listener: CommandListener | None = None
         self._rule_store: RuleStore | None = None
+        self.notifier = Notifier()
+        self.last_tick = self.clock.monotonic()  # the pipeline is alive while this moves
+        self.http: HttpServer | None = None  # when [http] is configured
         self._engines = {
             t.spec.mrid: e for t in config.twins if (e := getattr(t, "rules", None)) is not None
         }
@@ -132,9 +139,14 @@ class Agent:
                     loops.append(tg.create_task(self.control.run(), name="control"))
                 if self._rule_store is not None:
                     loops.append(tg.create_task(self._save_rules_loop(), name="rule-state"))
+                await self._start_http()
                 self.ready.set()
+                self.notifier.notify("READY=1", f"STATUS=polling {len(self.devices)} devices")
                 await stop.wait()
                 log.info("stopping: polling stops, queued readings are committed")
+                self.notifier.notify("STOPPING=1")
+                if self.http is not None:
+                    await self.http.stop()
                 if self._listener is not None:
                     await asyncio.to_thread(self._listener.stop)  # no new commands
                 for task in [*polls, *loops]:
@@ -193,10 +205,75 @@ class Agent:
             await asyncio.sleep(0.02)
 
     async def _tick_loop(self) -> None:
+        """The reporting tick; also the pipeline's heartbeat (``/healthz``, systemd watchdog)."""
         assert self.pipeline is not None
+        petted = 0.0
+        interval = self.notifier.watchdog_interval_s
         while True:
             await self.clock.sleep(1.0)
             self.pipeline.tick()
+            self.last_tick = now = self.clock.monotonic()
+            if interval is not None and now - petted >= interval:
+                self.notifier.notify("WATCHDOG=1")
+                petted = now
+
+    def alive(self) -> bool:
+        """The pipeline's tick ran in the last ``LIVENESS_S`` seconds."""
+        return self.clock.monotonic() - self.last_tick < LIVENESS_S
+
+    def readiness(self) -> dict[str, Any]:
+        """Ready: the broker session is up and every device was polled successfully within
+        three of its poll intervals (at least ``READY_POLL_AGE_S``)."""
+        problems = []
+        if self.publisher is None or not self.publisher.connected:
+            problems.append("mqtt: not connected")
+        now = time.time()
+        for d in self.devices:
+            age = max(3 * d.config.poll_interval_s, READY_POLL_AGE_S)
+            last = d.stats.last_success
+            if last is None or now - last > age:
+                problems.append(f"device {d.config.name}: no successful poll in {age:g} s")
+        return {"ready": not problems, "problems": problems}
+
+    async def _start_http(self) -> None:
+        cfg = self.config.agent.http
+        if cfg is None:
+            return
+        from agent.http import as_json, status_page
+        from agent.metrics import render
+
+        async def healthz() -> tuple[int, str, bytes]:
+            ok = self.alive()
+            return as_json(200 if ok else 503, {"alive": ok})
+
+        async def readyz() -> tuple[int, str, bytes]:
+            state = self.readiness()
+            return as_json(200 if state["ready"] else 503, state)
+
+        async def metrics() -> tuple[int, str, bytes]:
+            oldest = await self.outbox.oldest_age_s() if self.outbox else 0.0
+            return 200, "text/plain; version=0.0.4; charset=utf-8", render(self.status(), oldest)
+
+        async def api_status() -> tuple[int, str, bytes]:
+            twins = twins_snapshot(self.config.twins, commissioned(self.config.agent.data_dir))
+            return as_json(
+                200,
+                {
+                    "status": self.status(),
+                    "twins": twins,
+                    "alarms": active_alarms(self.config.twins),
+                    "events": list(self.pipeline.recent_events) if self.pipeline else [],
+                    "ready": self.readiness(),
+                },
+            )
+
+        async def page() -> tuple[int, str, bytes]:
+            return 200, "text/html; charset=utf-8", status_page()
+
+        routes = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics,
+                  "/api/status": api_status, "/": page}  # fmt: skip
+        self.http = HttpServer(routes, cfg.bind, cfg.port)
+        await self.http.start()
 
     async def _status_loop(self) -> None:
         a = self.config.agent
@@ -243,6 +320,7 @@ class Agent:
             "outbox": self.outbox.status() if self.outbox else None,
             "mqtt": self.publisher.status() if self.publisher else None,
             "reports": self.pipeline.reports if self.pipeline else 0,
+            "points_read": self.pipeline.point_updates if self.pipeline else 0,
             "alarms": {
                 "active": len(active_alarms(self.config.twins)),
                 "rule_evaluations": sum(e.evaluations for e in self._engines.values()),

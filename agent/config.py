@@ -68,6 +68,13 @@ class OutboxConfig(_Strict):
     hist_after_s: float = Field(5.0, ge=0, description="older than this when published: hist")
 
 
+class HttpConfig(_Strict):
+    """The local HTTP server: /healthz, /readyz, /metrics and the status page."""
+
+    bind: str = Field("127.0.0.1", description="0.0.0.0 to reach it from outside the host")
+    port: int = Field(9108, ge=0, le=65535, description="0: any free port")
+
+
 class TwinConfig(_Strict):
     mrid: str
     kind: str
@@ -109,6 +116,7 @@ class AgentFile(_Strict):
     signing: SigningConfig
     outbox: OutboxConfig = OutboxConfig()
     control: ControlConfig | None = None
+    http: HttpConfig | None = None
     reporting: ReportingSettings = ReportingSettings(integrity_period_s=300.0)
     alarm_flood: FloodSettings = FloodSettings()
     rules_save_interval_s: float = Field(5.0, gt=0, description="rule state saved this often")

@@ -16,13 +16,21 @@ Everything here runs in the event loop, one call at a time; nothing blocks.
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from agent.clock import Clock
 from agent.codec import pack
 from agent.models import Reading
 from agent.outbox import Outbox
-from twins.base import Twin
+from twins.base import MessageClass, Twin
+
+
+def _event_body(payload: dict[str, Any]) -> Any:
+    """The ``{kind: {...}}`` inside an event profile message (its ``...Event`` key)."""
+    return next((v for k, v in payload.items() if k.endswith("Event")), payload)
 
 
 class Pipeline:
@@ -35,6 +43,8 @@ class Pipeline:
             self._by_device.setdefault(twin.spec.device, []).append(twin)
         self.point_updates = 0
         self.reports = 0
+        #: the latest events (alarms, demand, settlement reads), for the status page
+        self.recent_events: deque[dict[str, Any]] = deque(maxlen=50)
 
     def on_readings(self, device: str, readings: Sequence[Reading], available: bool) -> None:
         """The sink of a ``RunningDevice``: called after every poll, successful or not."""
@@ -56,3 +66,8 @@ class Pipeline:
         for out in twin.report(now):
             self._outbox.submit(out.topic, pack(out.payload), int(out.klass))
             self.reports += 1
+            if out.klass == MessageClass.EVENT:
+                self.recent_events.appendleft(
+                    {"ts": time.time(), "twin": twin.spec.name, "mrid": twin.spec.mrid,
+                     "topic": out.topic, "event": _event_body(out.payload)}
+                )  # fmt: skip

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install the system packages the tests use (mosquitto broker, socat) if they are missing.
+# Install the system packages the tests use (mosquitto broker, socat, headless chromium for the
+# status page) if they are missing.
 # Debian/Ubuntu with apt; needs root (or sudo). Does nothing when they are already present.
 set -euo pipefail
 missing=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
