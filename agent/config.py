@@ -10,6 +10,7 @@ All problems are collected and raised together as one ``ConfigError`` whose line
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 import uuid
 from collections.abc import Mapping, Sequence
@@ -170,8 +171,39 @@ def _absolute(base: Path, path: Path | None) -> Path | None:
     return (base / path).resolve()
 
 
-def load_config(path: str | Path) -> AgentConfig:
-    """Read, validate and resolve ``path``; raise ``ConfigError`` listing every problem."""
+#: Environment variables that override the file (containers: the broker and secrets come from
+#: the orchestrator): variable -> key path. Values are validated like the file's.
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "EDGETWIN_AGENT_ID": ("agent_id",),
+    "EDGETWIN_DATA_DIR": ("data_dir",),
+    "EDGETWIN_MQTT_HOST": ("mqtt", "host"),
+    "EDGETWIN_MQTT_PORT": ("mqtt", "port"),
+    "EDGETWIN_MQTT_USERNAME": ("mqtt", "username"),
+    "EDGETWIN_MQTT_PASSWORD_FILE": ("mqtt", "password_file"),
+    "EDGETWIN_SIGNING_KEY_FILE": ("signing", "key_file"),
+    "EDGETWIN_SIGNING_KEY_ID": ("signing", "key_id"),
+    "EDGETWIN_HTTP_BIND": ("http", "bind"),
+    "EDGETWIN_HTTP_PORT": ("http", "port"),
+}
+
+
+def _override(raw: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Apply ``ENV_OVERRIDES`` found in ``environ`` to ``raw``; return the variables used."""
+    used = []
+    for var, keys in ENV_OVERRIDES.items():
+        if var not in environ:
+            continue
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = environ[var]
+        used.append(var)
+    return used
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read, validate and resolve ``path`` with the environment's overrides (``ENV_OVERRIDES``;
+    ``environ`` defaults to ``os.environ``); raise ``ConfigError`` listing every problem."""
     file = Path(path)
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -179,10 +211,17 @@ def load_config(path: str | Path) -> AgentConfig:
         raise ConfigError([f"{file}: cannot read: {err.strerror or err}"]) from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError([f"{file}: not valid TOML: {err}"]) from err
+    used = _override(raw, os.environ if environ is None else environ)
     try:
         agent = AgentFile.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_problems(file, [], err)) from err
+        lines = _problems(file, [], err)
+        for var in used:  # say so when the bad value came from the environment
+            where = ".".join(ENV_OVERRIDES[var])
+            lines = [
+                p.replace(f"{file}: {where}:", f"{file}: {where} (from ${var}):") for p in lines
+            ]
+        raise ConfigError(lines) from err
 
     base = file.resolve().parent  # relative paths in the file are relative to its folder
     agent = agent.model_copy(

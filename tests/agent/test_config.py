@@ -190,3 +190,32 @@ def test_missing_or_wrong_signing_key(tmp_path: Path, signing_key: Path) -> None
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_environment_overrides_the_broker_and_secrets(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(GOOD)
+    key = generate(tmp_path / "other.key")[0]
+    env = {
+        "EDGETWIN_MQTT_HOST": "broker.local",
+        "EDGETWIN_MQTT_PORT": "8883",
+        "EDGETWIN_MQTT_USERNAME": "agent",
+        "EDGETWIN_MQTT_PASSWORD_FILE": str(tmp_path / "pw"),
+        "EDGETWIN_SIGNING_KEY_FILE": str(key),
+        "EDGETWIN_HTTP_BIND": "0.0.0.0",
+    }
+    cfg = load_config(tmp_path / "c.toml", env)
+    m = cfg.agent.mqtt
+    assert (m.host, m.port, m.username, m.password_file) == (
+        "broker.local", 8883, "agent", tmp_path / "pw",
+    )  # fmt: skip
+    assert cfg.agent.signing.key_file == key
+    assert cfg.agent.http is not None and cfg.agent.http.bind == "0.0.0.0"
+    assert load_config(tmp_path / "c.toml", {}).agent.mqtt.host == "127.0.0.1"  # the file's
+
+
+def test_a_bad_override_names_the_variable(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(GOOD)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "c.toml", {"EDGETWIN_MQTT_PORT": "eighty"})
+    (line,) = err.value.problems
+    assert line.startswith(f"{tmp_path / 'c.toml'}: mqtt.port (from $EDGETWIN_MQTT_PORT):")
