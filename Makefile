@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test test-containers test-packaging lint bench system-deps clean
 
 $(BIN)/edgetwin: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,16 @@ demo: $(BIN)/edgetwin
 ## test: the default suite (real mosquitto, real Modbus servers, real SQLite files)
 test: system-deps $(BIN)/edgetwin
 	$(BIN)/pytest -q $(ARGS)
+
+## test-containers: the container suite (a real Docker engine: image, supervise); minutes
+test-containers: system-deps $(BIN)/edgetwin
+	@command -v dockerd >/dev/null && command -v debootstrap >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null)
+	$(BIN)/pytest -q -m containers tests/containers $(ARGS)
+
+## test-packaging: build an air-gapped bundle (needs the package index) and install it offline
+test-packaging: $(BIN)/edgetwin
+	$(BIN)/pytest -q -m packaging tests/test_packaging.py $(ARGS)
 
 ## lint: ruff and mypy
 lint: $(BIN)/edgetwin

@@ -197,6 +197,30 @@ def cmd_alarms(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_supervise(args: argparse.Namespace) -> int:
+    """Run asset containers from a fleet file (``agent.supervise``); ``--status`` reports."""
+    import threading
+
+    from agent.supervise import Supervisor, report
+
+    fleet = Path(args.fleet)
+    if args.status:
+        state_file = fleet.with_name("supervise.json")
+        if not state_file.exists():
+            raise EdgeTwinError(f"no {state_file} yet (has the supervisor run?)")
+        print(report(json.loads(state_file.read_text())))
+        return 0
+    sup = Supervisor(fleet)
+    if args.once:
+        print(report(sup.reconcile().to_json()))
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sup.run(stop)
+    return 0
+
+
 def cmd_commission(args: argparse.Namespace) -> int:
     from agent.commission import commission
     from agent.config import load_config
@@ -342,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config")
     s.add_argument("--json", action="store_true", help="the alarms as JSON")
     s.set_defaults(func=cmd_alarms)
+
+    s = sub.add_parser("supervise", help="run one agent container per asset from a fleet file")
+    s.add_argument("fleet", help="fleet file: [supervisor], [models.<m>] image, [[assets]]")
+    s.add_argument("--once", action="store_true", help="reconcile once, print the state, exit")
+    s.add_argument("--status", action="store_true", help="print the last state and exit")
+    s.set_defaults(func=cmd_supervise)
 
     s = sub.add_parser("commission", help="check a twin's device on site and record it")
     s.add_argument("config")

@@ -58,6 +58,18 @@ def test_kubernetes_probes_config_and_volumes_agree() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
 
+def test_compose_example_runs_the_agent_with_its_broker_and_devices() -> None:
+    compose = yaml.safe_load((ROOT / "packaging" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"mosquitto", "meter", "agent"}
+    agent = services["agent"]
+    assert agent["environment"]["EDGETWIN_MQTT_HOST"] == "mosquitto"
+    assert any(v.endswith(":/var/lib/edgetwin") for v in agent["volumes"])  # outbox on a volume
+    cfg = ROOT / "packaging" / "compose" / "edgetwin.toml"
+    parsed = AgentFile.model_validate(tomllib.loads(cfg.read_text()))
+    assert parsed.devices[0]["host"] == "meter" and parsed.mqtt.host == "mosquitto"
+
+
 def analyze() -> str:
     tool = shutil.which("systemd-analyze")
     if tool is None:
