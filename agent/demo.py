@@ -135,6 +135,7 @@ async def _demo(data: Path, trust: Path, broker_url: str | None, duration: float
             kind = "given broker"
         host, mqtt_port, _ = parse_url(broker_url)
         meter_port = free_port()
+        http_port = free_port()
         sim = MeterSimulator(port=meter_port)
         await stack.enter_async_context(sim)
         cfg_path = data / "edgetwin.toml"
@@ -150,11 +151,13 @@ async def _demo(data: Path, trust: Path, broker_url: str | None, duration: float
                 device={"poll_interval_s": 1.0, "timeout_s": 0.5},
                 reporting={"integrity_period_s": 30, "deadband_pct": 0.2},
                 twin=SIM_METER_ANALYTICS,
+                top={"http": {"port": http_port}},
             )
         )
         config = load_config(cfg_path)
         print(f"EdgeTwin demo: simulated meter on 127.0.0.1:{meter_port}, {kind} at {broker_url}")
         print(f"  config {cfg_path}, keys and outbox in {data}")
+        print(f"  status page http://127.0.0.1:{http_port}/ (and /metrics, /healthz, /readyz)")
         print(f"  subscribed to openfmb/#, verifying against {trust}; Ctrl-C stops\n")
 
         summary: Counter[str] = Counter()
