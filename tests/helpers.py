@@ -46,6 +46,13 @@ def write_config(
     return cfg
 
 
+def meter_config(
+    tmp_path: Path, keys: dict[str, Path], mqtt_port: int, meter_port: int, **site: Any
+) -> Path:
+    """A test-agent config polling one simulated meter, ``meter1`` on ``meter_port``."""
+    return write_config(tmp_path, keys, mqtt_port, "", meters=[("meter1", meter_port)], **site)
+
+
 async def discover_into_config(
     argv: list[str], tmp_path: Path, keys: dict[str, Path], mqtt_port: int
 ) -> tuple[Path, str]:

@@ -15,7 +15,7 @@ from typing import Any
 from agent.broker import Mosquitto, free_port
 from firmware_sim.meter import MeterSimulator
 from tests.conftest import METER_MRID
-from tests.helpers import until, write_config
+from tests.helpers import meter_config, until
 from tests.test_end_to_end import running, subscribed
 
 EVENTS = f"openfmb/metermodule/MeterEventProfile/{METER_MRID}"
@@ -36,12 +36,11 @@ TWIN = {
 
 
 def config(tmp_path: Path, keys: dict[str, Path], mqtt_port: int, meter_port: int) -> Path:
-    return write_config(
+    return meter_config(
         tmp_path,
         keys,
         mqtt_port,
-        "",
-        meters=[("meter1", meter_port)],
+        meter_port,
         twin=TWIN,
         status_interval_s=0.2,
         device={"poll_interval_s": 0.1, "timeout_s": 0.5},

@@ -25,17 +25,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.broker import Mosquitto, free_port
 from firmware_sim.meter import MeterSimulator
-from tests.helpers import until, wait_until, write_config
+from tests.helpers import meter_config, until, wait_until, write_config
 from tests.test_end_to_end import running
 
 
 def config(tmp_path: Path, keys: dict[str, Path], mqtt_port: int, meter_port: int) -> Path:
-    return write_config(
+    return meter_config(
         tmp_path,
         keys,
         mqtt_port,
-        "",
-        meters=[("meter1", meter_port)],
+        meter_port,
         device={"poll_interval_s": 0.2, "timeout_s": 0.3, "backoff_initial_s": 0.1,
                 "backoff_max_s": 0.3},
         top={"http": {"port": 0}},
