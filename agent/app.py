@@ -313,6 +313,8 @@ class Agent:
                     else round(d.stats.last_poll_s * 1000, 2),
                     "last_error": d.stats.last_error,
                     "requests": d.driver.stats.get("requests"),
+                    "poll_buckets": d.stats.poll_buckets,
+                    "poll_seconds_total": round(d.stats.poll_seconds_total, 6),
                 }
                 for d in self.devices
             },

@@ -12,8 +12,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from agent.running import POLL_BUCKETS
 
 PREFIX = "edgetwin"
 
@@ -53,8 +60,10 @@ class SnapshotCollector(Collector):
         fails = CounterMetricFamily(f"{PREFIX}_device_failures", "failed polls", labels=["device"])
         over = CounterMetricFamily(f"{PREFIX}_device_overruns", "polls that overran their "
                                    "interval", labels=["device"])  # fmt: skip
-        dur = GaugeMetricFamily(f"{PREFIX}_device_poll_duration_seconds", "duration of the last "
-                                "successful poll", labels=["device"])  # fmt: skip
+        dur = GaugeMetricFamily(f"{PREFIX}_device_last_poll_duration_seconds", "duration of the "
+                                "last successful poll", labels=["device"])  # fmt: skip
+        hist = HistogramMetricFamily(f"{PREFIX}_device_poll_duration_seconds", "durations of "
+                                     "successful polls", labels=["device"])  # fmt: skip
         for name, d in devices.items():
             avail.add_metric([name], int(bool(d.get("available"))))
             polls.add_metric([name], d.get("polls", 0))
@@ -62,7 +71,14 @@ class SnapshotCollector(Collector):
             over.add_metric([name], d.get("overruns", 0))
             if d.get("last_poll_ms") is not None:
                 dur.add_metric([name], d["last_poll_ms"] / 1000)
-        yield from (avail, polls, fails, over, dur)
+            counts = d.get("poll_buckets")
+            if counts:
+                cumulative, buckets = 0, []
+                for bound, n in zip([*POLL_BUCKETS, float("inf")], counts, strict=True):
+                    cumulative += n
+                    buckets.append((_bound(bound), cumulative))
+                hist.add_metric([name], buckets, d.get("poll_seconds_total", 0.0))
+        yield from (avail, polls, fails, over, dur, hist)
 
     def _outbox(self, o: Mapping[str, Any]) -> Iterator[Metric]:
         yield _gauge("outbox_depth", "messages waiting in the outbox", o.get("depth", 0))
@@ -91,6 +107,10 @@ class SnapshotCollector(Collector):
         yield refused
         yield _counter("commands_shed", "commands dropped unverified: queue full",
                        c.get("dropped_queue_full", 0))  # fmt: skip
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

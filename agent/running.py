@@ -12,6 +12,7 @@ failures end as invalid/failure quality on its own points (the sink gets ``avail
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 Sink = Callable[[str, Sequence[Reading], bool], None]
 
 
+#: upper bounds (seconds) of the poll-duration histogram's buckets; the last is +Inf
+POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
 @dataclass
 class DeviceStats:
     polls: int = 0
@@ -39,6 +44,15 @@ class DeviceStats:
     last_success: float | None = None  # wall time
     last_error: str | None = None
     since: float = field(default_factory=time.time)  # wall time of the last availability change
+    #: successful polls by duration: counts per ``POLL_BUCKETS`` bound (not cumulative) + one
+    #: for longer; with their total time, a Prometheus histogram
+    poll_buckets: list[int] = field(default_factory=lambda: [0] * (len(POLL_BUCKETS) + 1))
+    poll_seconds_total: float = 0.0
+
+    def observe(self, duration: float) -> None:
+        self.last_poll_s = duration
+        self.poll_seconds_total += duration
+        self.poll_buckets[bisect.bisect_left(POLL_BUCKETS, duration)] += 1
 
 
 class RunningDevice:
@@ -137,7 +151,7 @@ class RunningDevice:
     def _succeeded(self, readings: Sequence[Reading], duration: float) -> None:
         st = self.stats
         st.polls += 1
-        st.last_poll_s = duration
+        st.observe(duration)
         st.last_success = self._clock.time()
         if not st.available:
             st.available = True

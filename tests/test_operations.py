@@ -94,7 +94,17 @@ async def test_health_readiness_and_metrics(
             assert ("edgetwin_outbox_depth", ()) in m
             assert ("edgetwin_outbox_oldest_age_seconds", ()) in m
             assert m[("edgetwin_outbox_dropped_total", (("class", "telemetry"),))] == 0
-            assert 0 < m[("edgetwin_device_poll_duration_seconds", (("device", "meter1"),))] < 1
+            last = m[("edgetwin_device_last_poll_duration_seconds", (("device", "meter1"),))]
+            assert 0 < last < 1
+            count = m[("edgetwin_device_poll_duration_seconds_count", (("device", "meter1"),))]
+            inf = m[
+                (
+                    "edgetwin_device_poll_duration_seconds_bucket",
+                    (("device", "meter1"), ("le", "+Inf")),
+                )
+            ]
+            assert count == inf >= 1  # every successful poll is in the histogram
+            assert m[("edgetwin_device_poll_duration_seconds_sum", (("device", "meter1"),))] > 0
             # read-only: nothing but GET / HEAD; unknown paths are 404
             assert (await aget(port, "/healthz", "POST"))[0] == 405
             assert (await aget(port, "/nope"))[0] == 404
