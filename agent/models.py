@@ -56,7 +56,10 @@ class Quality:
     def to_wire(self) -> dict[str, Any]:
         """OpenFMB ``Quality`` as a map. Like protobuf 3, fields at their default are left out:
         ``source`` only when not "process", detail flags only when set, ``test`` and
-        ``operatorBlocked`` only when true. ``validity`` is always written."""
+        ``operatorBlocked`` only when true. ``validity`` is always written. Good quality, by far
+        the most common, is one shared map: callers must not change what they get."""
+        if self is GOOD:
+            return _GOOD_WIRE
         wire: dict[str, Any] = {"validity": self.validity.value}
         if self.source != "process":
             wire["source"] = self.source
@@ -70,6 +73,7 @@ class Quality:
 
 
 GOOD = Quality()
+_GOOD_WIRE: dict[str, Any] = {"validity": "good"}
 #: The device did not answer or raised an error: the value is not usable.
 FAILURE = Quality(Validity.INVALID, frozenset({"failure"}))
 #: The device answered but refused this address (e.g. Modbus illegal data address).

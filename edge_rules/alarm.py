@@ -98,8 +98,8 @@ class Alarm:
         """Whether feeding ``condition`` at ``now`` would change nothing but the value: the
         state agrees, or a delay is running and not yet over. Checked first, cheaply: rules
         evaluate after every poll and this is the common case."""
-        if self.chattering:
-            return False
+        if self.chattering and now - self._last_transition >= self.spec.flood.window_s:
+            return False  # quiet long enough: the summary is due
         if condition is None or condition is self.active or condition == self.active:
             return self._pending_since is None
         if self._pending_since is None:

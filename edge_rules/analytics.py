@@ -253,6 +253,8 @@ class TamperRule(_Analytic):
             else None
         )
         self._alarms = [a for a in (self.reverse, self.no_voltage, self.flag) if a]
+        point = {"point": cfg.flag}
+        self._flag_detail = lambda: point
         self._export: tuple[float, float] | None = None  # (ts, Wh) of the last sample
 
     def evaluate(self, ctx: Context) -> None:
@@ -272,12 +274,14 @@ class TamperRule(_Analytic):
                     "currentA": round(float(a), 3),
                     "voltageV": round(float(v), 3),
                 }
-        ctx.alarm(self.no_voltage, condition, worst.get("currentA"), lambda: worst)
+        if not self.no_voltage.quiet(condition, ctx.now):
+            ctx.alarm(self.no_voltage, condition, worst.get("currentA"), lambda: worst)
         if self.flag is not None and self.cfg.flag is not None:
             r = ctx.points.get(self.cfg.flag)
             flag: Value = r.value if r is not None and r.quality.is_good else None
-            point = {"point": self.cfg.flag}
-            ctx.alarm(self.flag, None if flag is None else bool(flag), flag, lambda: point)
+            raised = None if flag is None else bool(flag)
+            if not self.flag.quiet(raised, ctx.now):
+                ctx.alarm(self.flag, raised, flag, self._flag_detail)
 
     def _reverse(self, ctx: Context) -> None:
         assert self.reverse is not None

@@ -270,6 +270,7 @@ class StatsRule(_SampleRule):
         self._sum, self._added = 0.0, 0  # sliding: running sum of the samples' values
         self._acc: list[float] | None = None  # fixed: [start, n, sum, sumsq, min, max]
         self._result: tuple[float | None, float] | None = None  # fixed: (value, window end)
+        self._out: Reading | None = None
 
     def evaluate(self, ctx: Context) -> None:
         r = self.fresh(ctx)
@@ -318,9 +319,10 @@ class StatsRule(_SampleRule):
             acc[5] = max(acc[5], v)
         if self._result is not None:
             value, end = self._result
-            reading = Reading(self.name, value, GOOD if value is not None else FAILURE, end)
-            ctx.put(self.name, value, reading.quality, end)
-            self.watch(ctx, reading)
+            if self._out is None or self._out.ts != end:  # made again only when a window closes
+                self._out = Reading(self.name, value, GOOD if value is not None else FAILURE, end)
+            ctx.keep(self._out)
+            self.watch(ctx, self._out)
 
     def _close(self, acc: list[float]) -> float:
         _, n, total, squares, low, high = acc
