@@ -86,37 +86,54 @@ def sample_payload() -> bytes:
     return pack(twin.report(time.time())[0].payload)
 
 
-async def bench_point_updates(
-    tmp: Path, seconds: float = 3.0, twins: list[MeterTwin] | None = None, *, cpu: bool = False
-) -> float:
-    """Point updates/s through 100 meter twins (or ``twins``) into a real outbox; with ``cpu``,
-    per second of the process's CPU time (every thread), which a busy machine disturbs less."""
-    twins = twins or [meter_twin(i) for i in range(100)]
-    box = await Outbox.open(tmp / f"pu-{time.monotonic_ns()}.db", commit_interval=0.05)
-    pipe = Pipeline(twins, box, SystemClock())
-    rng = random.Random(1)
-    by_device: dict[str, list[Reading]] = {}
-    values: dict[str, float] = {}
-    for t in twins:
-        for bp in t.bound_points():
-            values[bp.spec.key] = 100.0
-    updates = 0
-    start = time.perf_counter()
-    cpu_start = time.process_time()
-    while time.perf_counter() - start < seconds:
-        now = time.time()
-        by_device.clear()
-        for t in twins:
-            for bp in t.bound_points():
-                key = bp.spec.key
-                values[key] += rng.gauss(0, 1.2)  # ~1/3 of moves exceed 0.5 % of a 300-wide range
-                by_device.setdefault(t.spec.device, []).append(Reading(key, values[key], GOOD, now))
-        for device, readings in by_device.items():
-            pipe.on_readings(device, readings, True)
-        updates += sum(len(r) for r in by_device.values())
-        await asyncio.sleep(0)
-    elapsed = (time.process_time() - cpu_start) if cpu else (time.perf_counter() - start)
-    await box.close()
+class PointUpdates:
+    """The spine's inner loop: 100 meter twins (or ``twins``), every point moving, through the
+    pipeline into a real outbox. ``run(seconds)`` runs it and returns (updates, seconds)."""
+
+    def __init__(self, twins: list[MeterTwin]) -> None:
+        self.twins = twins
+        self.rng = random.Random(1)
+        self.values = {bp.spec.key: 100.0 for t in twins for bp in t.bound_points()}
+        self.box: Outbox | None = None
+        self.pipe: Pipeline | None = None
+
+    async def open(self, tmp: Path) -> PointUpdates:
+        self.box = await Outbox.open(tmp / f"pu-{time.monotonic_ns()}.db", commit_interval=0.05)
+        self.pipe = Pipeline(self.twins, self.box, SystemClock())
+        return self
+
+    async def run(self, seconds: float) -> tuple[int, float]:
+        assert self.pipe is not None
+        by_device: dict[str, list[Reading]] = {}
+        values, rng = self.values, self.rng
+        updates = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            now = time.time()
+            by_device.clear()
+            for t in self.twins:
+                for bp in t.bound_points():
+                    key = bp.spec.key
+                    values[key] += rng.gauss(0, 1.2)  # ~1/3 of moves pass 0.5 % of a 300 range
+                    by_device.setdefault(t.spec.device, []).append(
+                        Reading(key, values[key], GOOD, now)
+                    )
+            for device, readings in by_device.items():
+                self.pipe.on_readings(device, readings, True)
+            updates += sum(len(r) for r in by_device.values())
+            await asyncio.sleep(0)
+        return updates, time.perf_counter() - start
+
+    async def close(self) -> None:
+        if self.box is not None:
+            await self.box.close()
+
+
+async def bench_point_updates(tmp: Path, seconds: float = 3.0) -> float:
+    """Point updates/s through 100 meter twins into a real outbox."""
+    loop = await PointUpdates([meter_twin(i) for i in range(100)]).open(tmp)
+    updates, elapsed = await loop.run(seconds)
+    await loop.close()
     return updates / elapsed
 
 
