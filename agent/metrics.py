@@ -105,6 +105,10 @@ class SnapshotCollector(Collector):
         for reason, n in sorted((c.get("refusals") or {}).items()):
             refused.add_metric([reason], n)
         yield refused
+        refusals = c.get("refusals") or {}
+        bad = refusals.get("bad_signature", 0) + refusals.get("unknown_key", 0)
+        doc = "commands whose signature did not verify (bad signature or unknown key)"
+        yield _counter("command_signature_failures", doc, bad)
         yield _counter("commands_shed", "commands dropped unverified: queue full",
                        c.get("dropped_queue_full", 0))  # fmt: skip
 

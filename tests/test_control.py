@@ -17,6 +17,7 @@ from agent.command import ResultWaiter, build_command, publish
 from agent.commission import commission
 from agent.config import load_config
 from agent.keys import generate, load_private, load_trust_dir
+from agent.metrics import render
 from firmware_sim.breaker import BreakerSimulator
 from tests.helpers import until, write_config
 from tests.test_end_to_end import running, subscribed
@@ -234,6 +235,9 @@ async def test_a_flood_of_forged_commands_is_refused_without_starving_telemetry(
             control = agent.control.status()  # type: ignore[union-attr]
             assert control["refusals"] == {"bad_signature": 300} and control["executed"] == 0
             assert control["refusal_events_suppressed"] >= 290  # the outbox was not flooded
+            metrics = render(agent.status(), 0.0).decode()  # what /metrics says of the flood
+            assert "edgetwin_command_signature_failures_total 300.0" in metrics
+            assert 'edgetwin_commands_refused_total{reason="bad_signature"} 300.0' in metrics
             assert agent.devices[0].stats.polls > polls  # polling went on during the flood
             assert sim.unit.writes == 0
 
