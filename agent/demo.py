@@ -73,6 +73,11 @@ def live_line(report: dict[str, Any]) -> str:
             parts.append(f"SupWh={mmtr['SupWh']['actVal']}")
         fields = sum(len(v) if isinstance(v, dict) else 1 for v in mmxu.values()) + len(mmtr)
         text += f"  {fields:>2} fields  " + "  ".join(parts)
+    analytics = body.get("meterAnalytics", {}) if isinstance(body, dict) else {}
+    for name, node in analytics.items():  # rule outputs: loading, demand, derived points
+        mag = _mag(node)
+        if mag is not None:
+            text += f"  {name}={mag:.2f}"
     event = body.get("meterEvent", {}) if isinstance(body, dict) else {}
     for kind, detail in event.items():  # an alarm, a demand interval, a settlement read
         if kind == "alarm":
