@@ -4,7 +4,9 @@ A ``ReportFilter`` decides which of a twin's fields leave the twin now. The twin
 ``select`` after every ingest and on the runtime's reporting tick, from one task at a time; the
 filter keeps its own memory of what it last reported, so the twin need not.
 
-Later rule kinds (alarms, derived points, quality rules) get their own protocols here.
+The other rule contracts live with what runs them: ``edge_rules.engine.Rule`` (threshold,
+derived, rate, stats and the analytics), ``edge_rules.quality.QualityRules`` (applied at ingest)
+and ``edge_rules.interlock.Interlock`` (checked by the control path).
 """
 
 from __future__ import annotations
