@@ -108,6 +108,11 @@ class Alarm:
         return now - self._pending_since < delay
 
     @property
+    def timing(self) -> bool:
+        """A delay is running or a chattering summary is pending: time alone matters now."""
+        return self._pending_since is not None or self.chattering
+
+    @property
     def idle(self) -> bool:
         """Not raised, nothing pending, not chattering: a false condition changes nothing."""
         return not self.active and self._pending_since is None and not self.chattering

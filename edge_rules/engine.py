@@ -1,7 +1,8 @@
 """The rule engine of one twin: its rules in a defined order, evaluated on the twin's state.
 
-The twin calls ``evaluate`` whenever it reports: after every poll of its device, and on the
-runtime's one-second tick (so on / off delays and windows close even when nothing arrives).
+The twin calls ``evaluate`` when it reports after a poll that brought samples, and on the
+runtime's one-second tick while ``waiting`` says time alone matters (a delay running, a window
+to close), so delays and windows end even when nothing arrives and idle twins cost nothing.
 Rules run in their configured order -- quality rules already ran at ingest (``edge_rules.quality``),
 then the built-in analytics, then the configured rules in file order -- and each rule sees the
 outputs of the rules before it as points. A rule's outputs become points of the twin (in its
@@ -184,6 +185,19 @@ class RuleEngine:
 
     def alarms(self) -> list[Alarm]:
         return [a for rule in self.rules for a in rule.alarms()]
+
+    def waiting(self, now: float) -> bool:
+        """Whether time alone may change something now, with no new sample: an alarm's on /
+        off delay is running or it is chattering, or a rule's ``wake_at()`` has come (a fixed
+        window to close). Otherwise the twin skips the evaluation on its tick."""
+        for rule in self.rules:
+            for alarm in rule.alarms():
+                if alarm.timing:
+                    return True
+            wake = getattr(rule, "wake_at", None)
+            if wake is not None and (at := wake()) is not None and now >= at:
+                return True
+        return False
 
     def snapshot(self, *, changed_only: bool = True) -> dict[str, str]:
         """Rule states by key, as JSON; by default only those changed since the last one."""

@@ -324,6 +324,10 @@ class StatsRule(_SampleRule):
             ctx.keep(self._out)
             self.watch(ctx, self._out)
 
+    def wake_at(self) -> float | None:
+        """A fixed window closes at its end even if no sample comes (``RuleEngine.waiting``)."""
+        return self._acc[0] + self.window_s if self.fixed and self._acc is not None else None
+
     def _close(self, acc: list[float]) -> float:
         _, n, total, squares, low, high = acc
         if self.stat == "min":

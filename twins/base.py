@@ -182,6 +182,7 @@ class PointMapTwin:
         self.rules: RuleEngine | None = None
         self._outputs: dict[str, Reading] = {}  # the rules' latest outputs
         self._published_outputs: frozenset[str] = frozenset()
+        self._changed = True  # new samples since the rules last ran
 
     def attach_rules(self, engine: RuleEngine) -> None:
         """Run ``engine`` at every report: its published outputs go to the twin's analytics
@@ -223,6 +224,7 @@ class PointMapTwin:
             quality = self._quality.check(bp.field, value, quality, reading.ts)
             self._samples[bp.field] = Reading(bp.field, value, quality, reading.ts)
             self._last_update = reading.ts
+            self._changed = True
 
     def set_available(self, available: bool, now: float) -> None:
         self._available = available
@@ -237,7 +239,10 @@ class PointMapTwin:
         samples = {f: r for f, r in self._samples.items() if not f.startswith(INPUT)}
         derived = self.derive(self._samples)
         samples.update(derived)
-        events = self._evaluate_rules(derived, now) if self.rules is not None else []
+        events: list[Outgoing] = []
+        if self.rules is not None and (self._changed or self.rules.waiting(now)):
+            events = self._evaluate_rules(derived, now)  # on new samples, or when time is due
+            self._changed = False
         for name in self._published_outputs:
             if name in self._outputs:
                 samples[name] = self._outputs[name]

@@ -107,3 +107,41 @@ def test_rule_events_go_first_on_the_event_profile_and_outputs_on_the_analytics_
     state = twin.state()
     assert state.points["outage"].value is True and state.units["hz_dev"] == "Hz"
     assert [p.name for p in twin.profiles] == ["MeterReadingProfile", "MeterAnalyticsProfile"]
+
+
+def test_the_tick_runs_rules_only_when_time_matters() -> None:
+    """Rules run on new samples; on the tick alone only while a delay runs or a fixed window
+    is due -- a thousand idle twins cost nothing between polls."""
+    twin = meter()
+    points = {bp.field for bp in twin.bound_points()}
+    engine, _, problems = build(
+        points,
+        None,
+        [{"name": "hot", "kind": "threshold", "expr": "readingMMXU.Hz", "above": 61,
+          "on_delay_s": 3},
+         {"name": "hz15", "kind": "stats", "point": "readingMMXU.Hz", "window_s": 900,
+          "window": "fixed"}],
+        [],
+        FloodSettings(),
+    )  # fmt: skip
+    assert not problems and engine is not None
+    twin.attach_rules(engine)
+    twin.ingest([Reading(f"{MRID}/{HZ}", 60.0, GOOD, 1_800_000_000.0)])
+    twin.report(1_800_000_000.0)
+    runs = engine.evaluations
+    for t in range(1, 5):  # ticks, no sample, nothing pending
+        twin.report(1_800_000_000.0 + t)
+    assert engine.evaluations == runs
+
+    twin.ingest([Reading(f"{MRID}/{HZ}", 62.0, GOOD, 1_800_000_010.0)])  # the delay starts
+    twin.report(1_800_000_010.0)
+    raised = []
+    for t in range(11, 15):  # ticks only: the delay runs out on one of them
+        raised += [o for o in twin.report(1_800_000_000.0 + t) if o.klass is MessageClass.EVENT]
+    assert [o.payload["meterEvent"]["alarm"]["state"] for o in raised] == ["raised"]
+    assert twin.state().points["hot"].value is True
+
+    runs = engine.evaluations
+    twin.report(1_800_000_900.0)  # a tick after the quarter hour: the fixed window closes
+    assert engine.evaluations > runs
+    assert twin.state().points["hz15"].value == 61.0  # (60 + 62) / 2
