@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent import registry
-from agent.errors import ConfigError, PluginError
+from agent.errors import ConfigError, PluginError, validation_problems
 from agent.keys import load_private
 from drivers.base import DeviceConfig
 from edge_rules import config as rules_config
@@ -151,18 +151,7 @@ def _loc(parts: Sequence[int | str]) -> str:
 
 
 def _problems(file: Path, prefix: Sequence[int | str], err: ValidationError) -> list[str]:
-    lines = []
-    for e in err.errors():
-        where = _loc([*prefix, *e["loc"]])
-        msg = e["msg"]
-        if e["type"] == "missing":
-            msg = "required key is missing"
-        elif e["type"] == "extra_forbidden":
-            msg = "unknown key (not allowed here)"
-        elif "input" in e and not isinstance(e["input"], dict | list):
-            msg += f" (got {e['input']!r})"
-        lines.append(f"{file}: {where}: {msg}")
-    return lines
+    return [f"{file}: {_loc([*prefix, *loc])}: {msg}" for loc, msg in validation_problems(err)]
 
 
 def _absolute(base: Path, path: Path | None) -> Path | None:

@@ -17,6 +17,8 @@ on a third-party exception type.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EdgeTwinError(Exception):
     """Base of every error EdgeTwin raises on purpose."""
@@ -61,3 +63,20 @@ class VerificationError(EdgeTwinError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+def validation_problems(err: Any) -> list[tuple[tuple[int | str, ...], str]]:
+    """(key path, message) for each error of a pydantic ``ValidationError``, in the words every
+    EdgeTwin config error uses: a missing key, an unknown key, or pydantic's message with the
+    value that was given."""
+    out = []
+    for e in err.errors():
+        msg = e["msg"]
+        if e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] == "extra_forbidden":
+            msg = "unknown key (not allowed here)"
+        elif "input" in e and not isinstance(e["input"], dict | list):
+            msg += f" (got {e['input']!r})"
+        out.append((tuple(e["loc"]), msg))
+    return out

@@ -41,7 +41,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, validation_problems
 
 log = logging.getLogger(__name__)
 LABEL = "edgetwin.asset"
@@ -94,7 +94,10 @@ def load_fleet(path: Path) -> Fleet:
         raise ConfigError([f"{path}: {err}"]) from err
     except ValidationError as err:
         raise ConfigError(
-            [f"{path}: {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in err.errors()]
+            [
+                f"{path}: {'.'.join(map(str, loc)) or '(top level)'}: {msg}"
+                for loc, msg in validation_problems(err)
+            ]
         ) from err
     base = path.resolve().parent
     assets = [

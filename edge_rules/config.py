@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent import registry
-from agent.errors import PluginError
+from agent.errors import PluginError, validation_problems
 from edge_rules.alarm import FloodPolicy
 from edge_rules.analytics import (
     LoadingRule,
@@ -70,13 +70,7 @@ def _key(name: str, settings: Any) -> str:
 
 
 def _pydantic(prefix: tuple[int | str, ...], err: ValidationError) -> list[Problem]:
-    out = []
-    for e in err.errors():
-        msg = "required key is missing" if e["type"] == "missing" else e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (not allowed here)"
-        out.append(((*prefix, *e["loc"]), msg))
-    return out
+    return [((*prefix, *loc), msg) for loc, msg in validation_problems(err)]
 
 
 def _analytics(
