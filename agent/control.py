@@ -53,9 +53,10 @@ from agent.config import AgentConfig, ControlConfig, TwinConfig
 from agent.errors import ConfigError, DeviceError, VerificationError
 from agent.keys import load_public
 from agent.localstate import commissioned
-from agent.outbox import EVENT, Outbox
+from agent.outbox import Outbox
 from agent.running import RunningDevice
 from agent.schedule import Schedule, ScheduleRunner, ScheduleStore
+from twins.base import event_message
 from twins.control import BadCommand, Command, Controllable, Write, is_controllable
 
 log = logging.getLogger(__name__)
@@ -401,11 +402,8 @@ class ControlService:
         twin = self._twins.get(mrid)
         if twin is None:
             return
-        profile = twin.event_profile
-        body = {"commandResult": {k: v for k, v in result.items() if v is not None}}
-        payload = profile.frame(mrid=mrid, body=body, now=self._clock.time())
-        topic = profile.topic(self._config.agent.mqtt.topic_prefix, mrid)
-        self._outbox.submit(topic, pack(payload), EVENT)
+        out = event_message(twin, "commandResult", result, self._clock.time())
+        self._outbox.submit(out.topic, pack(out.payload), int(out.klass))
 
     def status(self) -> dict[str, Any]:
         return {

@@ -187,8 +187,13 @@ class VoltageRule(_PhaseAnalytic):
                 ctx.alarm(alarm, None)
                 continue
             worst = low if kind == "sag" else high
-            margin = self.hyst if alarm.active else 0.0
-            condition = worst < limit + margin if kind == "sag" else worst > limit - margin
+            condition = beyond(
+                worst,
+                alarm.active,
+                above=limit if kind == "swell" else None,
+                below=limit if kind == "sag" else None,
+                hysteresis=self.hyst,
+            )
             if alarm.quiet(condition, ctx.now):
                 if condition and alarm.active:
                     alarm.value = worst

@@ -137,6 +137,15 @@ def combine(inputs: Sequence[Reading], value: object, field: str) -> Reading:
     return Reading(field, value if worst.is_good else None, worst, ts)  # type: ignore[arg-type]
 
 
+def event_message(twin: Any, kind: str, body: Mapping[str, Any], now: float) -> Outgoing:
+    """An event on ``twin``'s event profile -- ``{kind: body}`` (``twins.profiles.event_body``),
+    dropped last by the outbox. Rule events and command results both go out this way."""
+    profile: Profile = twin.event_profile
+    s: TwinSpec = twin.spec
+    payload = profile.frame(mrid=s.mrid, body=event_body(kind, body), now=now)
+    return Outgoing(profile.topic(s.topic_prefix, s.mrid), payload, MessageClass.EVENT)
+
+
 INPUT = "@"  # prefix of point-map fields that feed ``derive`` and are not published
 
 
@@ -266,18 +275,7 @@ class PointMapTwin:
         assert self.rules is not None
         outputs, events = self.rules.evaluate({**self._samples, **derived, **self._outputs}, now)
         self._outputs.update(outputs)
-        if not events:
-            return []
-        profile: Profile = self.event_profile  # type: ignore[attr-defined]
-        topic = profile.topic(self.spec.topic_prefix, self.spec.mrid)
-        return [
-            Outgoing(
-                topic,
-                profile.frame(mrid=self.spec.mrid, body=event_body(kind, body), now=now),
-                MessageClass.EVENT,
-            )
-            for kind, body in events
-        ]
+        return [event_message(self, kind, body, now) for kind, body in events]
 
     def state(self) -> TwinState:
         return TwinState(
