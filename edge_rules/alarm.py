@@ -68,16 +68,17 @@ class Alarm:
         detail: Callable[[], dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Feed the condition at ``now``; return the event bodies to publish (often none).
-        ``detail`` is called only when the condition would raise the alarm (it is the common
-        case that nothing changes, and rules evaluate after every poll)."""
+        ``detail`` is called only when the condition would raise the alarm, after ``value`` is
+        recorded (it is the common case that nothing changes: rules run after every poll)."""
         if self.quiet(condition, now):
             if condition and self.active:
                 self.value = value
             return []
         events: list[dict[str, Any]] = []
         if condition is not None and condition != self.active:
-            if condition:  # what raises it is what it reports
-                self.value, self.detail = value, (detail() if detail else {})
+            if condition:  # what raises it is what it reports (detail may read the value)
+                self.value = value
+                self.detail = detail() if detail else {}
             delay = self.spec.on_delay_s if condition else self.spec.off_delay_s
             if self._pending_since is None:
                 self._pending_since = now

@@ -14,7 +14,8 @@ an outage -- the device's own quality says that.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -114,8 +115,9 @@ class OutageRule(_PhaseAnalytic):
         self.alarm = _alarm("outage", cfg.priority, msg, cfg, flood)
         self._alarms = [self.alarm]
         self._state: Reading | None = None
-        limit = {"limitV": round(self.out_v, 3)}
-        self._detail = lambda: limit
+
+    def _detail(self) -> dict[str, Any]:
+        return {"limitV": round(self.out_v, 3)}
 
     def evaluate(self, ctx: Context) -> None:
         volts = _volts(ctx, self.fields)
@@ -161,15 +163,27 @@ class VoltageRule(_PhaseAnalytic):
         super().__init__(key, nominal_v, fields)
         self.hyst = nominal_v * cfg.hysteresis_pct / 100
         self.out_v = nominal_v * cfg.outage_pct / 100
-        self._limits: list[tuple[Alarm, str, float, str]] = []
+        self._limits: list[tuple[Alarm, str, float, Callable[[], dict[str, Any]]]] = []
         for rng, (low, high), prio in (("A", cfg.range_a, "medium"), ("B", cfg.range_b, "high")):
             for kind, pct in (("sag", low), ("swell", high)):
                 name = f"{kind}_range{rng}"
                 text = f"voltage {'below' if kind == 'sag' else 'above'} ANSI C84.1 range {rng}"
                 alarm = _alarm(name, prio, text, cfg, flood)
-                self._limits.append((alarm, kind, nominal_v * pct / 100, rng))
+                limit = nominal_v * pct / 100
+                detail = functools.partial(self._detail, kind, limit, rng)
+                self._limits.append((alarm, kind, limit, detail))
                 self._alarms.append(alarm)
         self._quiet = (nominal_v * cfg.range_a[0] / 100, nominal_v * cfg.range_a[1] / 100)
+        self._volts: list[float] = []  # of the evaluation under way, for the details
+
+    def _detail(self, kind: str, limit: float, rng: str) -> dict[str, Any]:
+        worst = min(self._volts) if kind == "sag" else max(self._volts)
+        return {
+            "phase": self.fields[self._volts.index(worst)],
+            "limitV": round(limit, 3),
+            "range": rng,
+            "pctOfNominal": round(worst / self.nominal * 100, 2),
+        }
 
     def evaluate(self, ctx: Context) -> None:
         volts = _volts(ctx, self.fields)
@@ -180,12 +194,13 @@ class VoltageRule(_PhaseAnalytic):
             and all(a.idle for a in self._alarms)
         ):
             return  # inside range A with nothing raised or pending: nothing can change
-        low, high = (min(volts), max(volts)) if volts is not None else (0.0, 0.0)
-        outage = volts is not None and high < self.out_v
-        for alarm, kind, limit, rng in self._limits:
-            if volts is None or outage:
+        if volts is None or max(volts) < self.out_v:  # unknown, or an outage: the alarms hold
+            for alarm, *_ in self._limits:
                 ctx.alarm(alarm, None)
-                continue
+            return
+        self._volts = volts
+        low, high = min(volts), max(volts)
+        for alarm, kind, limit, detail in self._limits:
             worst = low if kind == "sag" else high
             condition = beyond(
                 worst,
@@ -194,21 +209,6 @@ class VoltageRule(_PhaseAnalytic):
                 below=limit if kind == "sag" else None,
                 hysteresis=self.hyst,
             )
-            if alarm.quiet(condition, ctx.now):
-                if condition and alarm.active:
-                    alarm.value = worst
-                continue
-            phase = self.fields[volts.index(worst)]
-
-            def detail(phase: str = phase, worst: float = worst, limit: float = limit,
-                       rng: str = rng) -> dict[str, Any]:  # fmt: skip
-                return {
-                    "phase": phase,
-                    "limitV": round(limit, 3),
-                    "range": rng,
-                    "pctOfNominal": round(worst / self.nominal * 100, 2),
-                }
-
             ctx.alarm(alarm, condition, round(worst, 3), detail)
 
 
@@ -258,35 +258,40 @@ class TamperRule(_Analytic):
             else None
         )
         self._alarms = [a for a in (self.reverse, self.no_voltage, self.flag) if a]
-        point = {"point": cfg.flag}
-        self._flag_detail = lambda: point
+        self._no_voltage: dict[str, Any] = {}  # the phase that shows it, for the event
         self._export: tuple[float, float] | None = None  # (ts, Wh) of the last sample
 
     def evaluate(self, ctx: Context) -> None:
         if self.reverse is not None:
             self._reverse(ctx)
         condition: bool | None = False
-        worst: dict[str, Any] = {}
+        current = None
         for vf, af in zip(self.volts, self.amps, strict=True):
             v, a = ctx.good(vf), ctx.good(af)
             if not isinstance(v, int | float) or not isinstance(a, int | float):
                 condition = None
                 break
             if a > self.cfg.min_current_a and v < self.zero_v:
-                condition = True
-                worst = {
+                condition, current = True, round(float(a), 3)
+                self._no_voltage = {
                     "phase": af,
-                    "currentA": round(float(a), 3),
+                    "currentA": current,
                     "voltageV": round(float(v), 3),
                 }
-        if not self.no_voltage.quiet(condition, ctx.now):
-            ctx.alarm(self.no_voltage, condition, worst.get("currentA"), lambda: worst)
+        ctx.alarm(self.no_voltage, condition, current, self._no_voltage_detail)
         if self.flag is not None and self.cfg.flag is not None:
             r = ctx.points.get(self.cfg.flag)
             flag: Value = r.value if r is not None and r.quality.is_good else None
-            raised = None if flag is None else bool(flag)
-            if not self.flag.quiet(raised, ctx.now):
-                ctx.alarm(self.flag, raised, flag, self._flag_detail)
+            ctx.alarm(self.flag, None if flag is None else bool(flag), flag, self._flag_detail)
+
+    def _no_voltage_detail(self) -> dict[str, Any]:
+        return dict(self._no_voltage)
+
+    def _flag_detail(self) -> dict[str, Any]:
+        return {"point": self.cfg.flag}
+
+    def _reverse_detail(self) -> dict[str, Any]:
+        return {"counter": self.export, "exportWh": self._export[1] if self._export else None}
 
     def _reverse(self, ctx: Context) -> None:
         assert self.reverse is not None
@@ -299,11 +304,7 @@ class TamperRule(_Analytic):
             rise = float(r.value) - self._export[1]
         if self._export is None or r.ts > self._export[0]:
             self._export = (r.ts, float(r.value))
-        condition = rise >= self.cfg.reverse_wh
-        if self.reverse.quiet(condition, ctx.now):
-            return
-        export = {"counter": self.export, "exportWh": float(r.value)}
-        ctx.alarm(self.reverse, condition, round(rise, 3), lambda: export)
+        ctx.alarm(self.reverse, rise >= self.cfg.reverse_wh, round(rise, 3), self._reverse_detail)
 
     def snapshot(self) -> Any:
         return {**super().snapshot(), "_export": list(self._export) if self._export else None}
@@ -352,5 +353,7 @@ class LoadingRule(_Analytic):
         condition = beyond(
             pct, self.alarm.active, above=self.cfg.above_pct, hysteresis=self.cfg.hysteresis_pct
         )
-        rating = {"ratingKVA": self.cfg.rating_kva}
-        ctx.alarm(self.alarm, condition, round(pct, 2), lambda: rating)
+        ctx.alarm(self.alarm, condition, round(pct, 2), self._detail)
+
+    def _detail(self) -> dict[str, Any]:
+        return {"ratingKVA": self.cfg.rating_kva}

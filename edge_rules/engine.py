@@ -30,9 +30,6 @@ from edge_rules.expr import Expression
 INCONSISTENT = Quality(Validity.INVALID, frozenset({"inconsistent"}))
 
 
-_NO_EVENTS: list[dict[str, Any]] = []  # returned empty, never appended to
-
-
 class Context:
     """What a rule sees and writes during one evaluation."""
 
@@ -116,11 +113,8 @@ class Context:
         detail: Callable[[], dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
         """Feed ``alarm``; queue its events and return their bodies (a rule may annotate).
-        ``detail`` (what the raised event says besides the value) is built only if needed."""
-        if alarm.quiet(condition, self.now):
-            if condition and alarm.active:
-                alarm.value = value
-            return _NO_EVENTS
+        ``detail`` (what the raised event says besides the value) is called only when the alarm
+        raises: rules pass a callable made once, not one per evaluation."""
         bodies = alarm.update(condition, self.now, value, detail)
         if bodies:
             self.events.extend(("alarm", body) for body in bodies)

@@ -95,16 +95,12 @@ class _ValueRule:
         condition = beyond(
             value, self._alarm.active, above=c.above, below=c.below, hysteresis=c.hysteresis
         )
-        if self._alarm.quiet(condition, ctx.now):
-            if condition and self._alarm.active:
-                self._alarm.value = value
-            return
+        ctx.alarm(self._alarm, condition, value, self._detail)
 
-        def detail() -> dict[str, Any]:
-            high = c.above is not None and value is not None and value > c.above
-            return {"rule": self.kind, "limit": c.above if high else c.below}
-
-        ctx.alarm(self._alarm, condition, value, detail)
+    def _detail(self) -> dict[str, Any]:
+        c, value = self._cfg, self._alarm.value if self._alarm else None
+        high = c.above is not None and value is not None and value > c.above
+        return {"rule": self.kind, "limit": c.above if high else c.below}
 
     def alarms(self) -> Sequence[Alarm]:
         return [self._alarm] if self._alarm else []
@@ -150,6 +146,9 @@ class ThresholdRule(DerivedRule):
             self._alarm = cfg.alarm(cfg.name, flood)
         self._state: Reading | None = None
 
+    def _condition_detail(self) -> dict[str, Any]:
+        return {"rule": self.kind, "expr": self._expr.source}
+
     def evaluate(self, ctx: Context) -> None:
         assert self._alarm is not None
         r = ctx.compute(self.name, self._expr)
@@ -157,8 +156,7 @@ class ThresholdRule(DerivedRule):
             self.watch(ctx, r)
         else:
             condition = bool(r.value) if r.quality.is_good else None
-            source = self._expr.source
-            ctx.alarm(self._alarm, condition, r.value, lambda: {"rule": self.kind, "expr": source})
+            ctx.alarm(self._alarm, condition, r.value, self._condition_detail)
         unknown = None if r.quality.is_good else r.quality
         self._state = ctx.state(self._state, self.name, self._alarm.active, unknown)
 
