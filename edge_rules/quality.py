@@ -64,7 +64,7 @@ class QualityRules:
 
     def check(self, field: str, value: Value, quality: Quality, ts: float) -> Quality:
         """The quality of a sample of ``field`` arriving with this poll."""
-        if not quality.is_good and quality.validity is Validity.INVALID:
+        if quality.validity is Validity.INVALID:
             self._seen.pop(field, None)
             return quality
         if self.old_after is not None:
