@@ -30,6 +30,9 @@ from edge_rules.expr import Expression
 INCONSISTENT = Quality(Validity.INVALID, frozenset({"inconsistent"}))
 
 
+_NO_EVENTS: list[dict[str, Any]] = []  # returned empty, never appended to
+
+
 class Context:
     """What a rule sees and writes during one evaluation."""
 
@@ -115,6 +118,10 @@ class Context:
         """Feed ``alarm``; queue its events and return their bodies (a rule may annotate).
         ``detail`` (what the raised event says besides the value) is called only when the alarm
         raises: rules pass a callable made once, not one per evaluation."""
+        if alarm.quiet(condition, self.now):  # the common case, without a call to update
+            if condition and alarm.active:
+                alarm.value = value
+            return _NO_EVENTS
         bodies = alarm.update(condition, self.now, value, detail)
         if bodies:
             self.events.extend(("alarm", body) for body in bodies)
