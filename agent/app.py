@@ -193,6 +193,7 @@ class Agent:
                 f"{a.mqtt.client_id or f'edgetwin-{a.agent_id}'}-control",
                 list(service.topics),
                 service.submit,
+                max_message_bytes=a.control.max_message_bytes,
             )
             self._listener.start()
         return service

@@ -318,7 +318,7 @@ def cmd_command(args: argparse.Namespace) -> int:
         prefix=args.prefix,
     ) as waiter:
         publish(args.broker, topic, envelope)
-        result = waiter.wait(command_mrid, args.wait)
+        result = waiter.wait(command_mrid, args.wait, envelope)
     if result is None:
         print(json.dumps({"commandMRID": command_mrid, "result": "no_answer"}))
         return 6

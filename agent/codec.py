@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +54,12 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False)
+    """Decode msgpack: map keys str or bytes only, no extension types (``ValueError``)."""
+    return msgpack.unpackb(data, raw=False, ext_hook=_no_ext)
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not part of the format")
 
 
 class Signer:
@@ -92,14 +98,119 @@ class Signer:
         return pack({"v": ENVELOPE_VERSION, "jws": jws, "pl": payload})
 
 
+#: bounds on what an inbound envelope may contain; anything beyond them is ``malformed``
+MAX_HEADER_CHARS = 4096  # the base64url protected header
+MAX_KID_CHARS = 128
+MAX_TOPIC_CHARS = 1024
+MAX_SEQ = 2**63 - 1  # fits SQLite's INTEGER and msgpack's int64
+MAX_TS_MS = 2**53  # an exact float: about the year 287,000
+_KID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """A protected header that was parsed and bounded (not yet known to be authentic)."""
+
+    kid: str
+    seq: int
+    ts: int
+    tpc: str
+    hist: bool = False
+    bd: bool = False
+    exp: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kid": self.kid, "seq": self.seq, "ts": self.ts, "tpc": self.tpc,
+                               "hist": self.hist}  # fmt: skip
+        if self.bd:
+            out["bd"] = True
+        if self.exp is not None:
+            out["exp"] = self.exp
+        return out
+
+
+def _bounded_int(header: Mapping[str, Any], name: str, high: int, *, required: bool) -> int | None:
+    value = header.get(name)
+    if value is None and not required:
+        return None
+    # bool is an int in Python; JSON true is not a number
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise VerificationError("malformed", f"{name} must be an integer in [0, {high}]")
+    return value
+
+
+def parse_header(protected: str) -> Header:
+    """Decode and bound a protected header, or raise ``VerificationError('malformed')``.
+
+    Reads nothing else; says nothing about authenticity (``verify`` does)."""
+    if len(protected) > MAX_HEADER_CHARS:
+        raise VerificationError("malformed", f"header longer than {MAX_HEADER_CHARS} characters")
+    try:
+        header = json.loads(b64url_decode(protected))
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise VerificationError("malformed", "header is not base64url JSON") from err
+    if not isinstance(header, dict):
+        raise VerificationError("malformed", "header is not a JSON object")
+    if header.get("alg") != "EdDSA" or header.get("b64") is not False:
+        raise VerificationError("malformed", "expected alg EdDSA with b64 false")
+    if header.get("crit") != ["b64"]:
+        raise VerificationError("malformed", "crit must be ['b64']")
+    kid, tpc = header.get("kid"), header.get("tpc")
+    if not isinstance(kid, str) or not _KID.fullmatch(kid):
+        raise VerificationError("malformed", f"kid must match {_KID.pattern}")
+    if not isinstance(tpc, str) or not 0 < len(tpc) <= MAX_TOPIC_CHARS:
+        raise VerificationError("malformed", f"tpc must be a topic of 1..{MAX_TOPIC_CHARS} chars")
+    for flag in ("hist", "bd"):
+        if not isinstance(header.get(flag, False), bool):
+            raise VerificationError("malformed", f"{flag} must be true or false")
+    return Header(
+        kid=kid,
+        seq=_bounded_int(header, "seq", MAX_SEQ, required=True),  # type: ignore[arg-type]
+        ts=_bounded_int(header, "ts", MAX_TS_MS, required=True),  # type: ignore[arg-type]
+        tpc=tpc,
+        hist=header.get("hist", False),
+        bd=header.get("bd", False),
+        exp=_bounded_int(header, "exp", MAX_TS_MS, required=False),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """An envelope taken apart and its header bounded; the signature is not checked yet."""
+
+    header: Header
+    signing_input: bytes
+    signature: bytes
+    payload: bytes
+
+
+def open_envelope(envelope: bytes, max_bytes: int | None = None) -> Sealed:
+    """Take an envelope apart (size first, then msgpack, then the header), or raise
+    ``VerificationError`` (``oversized``, ``malformed``). Reads nothing of the payload."""
+    if max_bytes is not None and len(envelope) > max_bytes:
+        raise VerificationError("oversized", f"{len(envelope)} bytes (limit {max_bytes})")
+    jws, payload = split(envelope)
+    protected, detached, sig_b64 = jws.split(".")
+    if detached:
+        raise VerificationError("malformed", "payload must be detached")
+    header = parse_header(protected)
+    try:
+        signature = b64url_decode(sig_b64)
+    except ValueError as err:
+        raise VerificationError("malformed", "signature is not base64url") from err
+    if len(signature) != 64:
+        raise VerificationError("malformed", "an Ed25519 signature has 64 bytes")
+    return Sealed(header, protected.encode("ascii") + b"." + payload, signature, payload)
+
+
 @dataclass(frozen=True, slots=True)
 class Verified:
-    header: dict[str, Any]
+    header: Header
     payload: bytes
 
     @property
     def seq(self) -> int:
-        return int(self.header["seq"])
+        return self.header.seq
 
     def body(self) -> Any:
         return unpack(self.payload)
@@ -116,39 +227,38 @@ def split(envelope: bytes) -> tuple[str, bytes]:
     jws, payload = env.get("jws"), env.get("pl")
     if not isinstance(jws, str) or not isinstance(payload, bytes) or jws.count(".") != 2:
         raise VerificationError("malformed", "jws or pl missing or of the wrong type")
+    if not jws.isascii():
+        raise VerificationError("malformed", "jws must be ASCII")
     return jws, payload
 
 
-def verify(envelope: bytes, trust: Mapping[str, Ed25519PublicKey], topic: str | None) -> Verified:
-    """Verify signature, key id and topic binding. ``topic=None`` skips the topic check.
-
-    Raises ``VerificationError`` with reason ``malformed``, ``unknown_key``, ``bad_signature``
-    or ``topic_mismatch``. Sequence and freshness checks are the caller's (they need state).
-    """
-    jws, payload = split(envelope)
-    protected, detached, sig_b64 = jws.split(".")
-    if detached:
-        raise VerificationError("malformed", "payload must be detached")
-    try:
-        header = json.loads(b64url_decode(protected))
-        signature = b64url_decode(sig_b64)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise VerificationError("malformed", "header or signature not base64url JSON") from err
-    if not isinstance(header, dict):
-        raise VerificationError("malformed", "header is not a JSON object")
-    if header.get("alg") != "EdDSA" or header.get("b64") is not False:
-        raise VerificationError("malformed", "expected alg EdDSA with b64 false")
-    if header.get("crit") != ["b64"]:
-        raise VerificationError("malformed", "crit must be ['b64']")
-    if not isinstance(header.get("seq"), int) or not isinstance(header.get("ts"), int):
-        raise VerificationError("malformed", "seq and ts must be integers")
-    key = trust.get(str(header.get("kid")))
+def check_signature(sealed: Sealed, trust: Mapping[str, Ed25519PublicKey]) -> Verified:
+    """The key id and signature of an opened envelope (``unknown_key``, ``bad_signature``)."""
+    key = trust.get(sealed.header.kid)
     if key is None:
-        raise VerificationError("unknown_key", f"kid {header.get('kid')!r} is not trusted")
+        raise VerificationError("unknown_key", f"kid {sealed.header.kid!r} is not trusted")
     try:
-        key.verify(signature, protected.encode("ascii") + b"." + payload)
+        key.verify(sealed.signature, sealed.signing_input)
     except InvalidSignature as err:
         raise VerificationError("bad_signature", "signature does not verify") from err
-    if topic is not None and header.get("tpc") != topic:
-        raise VerificationError("topic_mismatch", f"signed for {header.get('tpc')!r}")
-    return Verified(header, payload)
+    return Verified(sealed.header, sealed.payload)
+
+
+def verify(
+    envelope: bytes,
+    trust: Mapping[str, Ed25519PublicKey],
+    topic: str | None,
+    *,
+    max_bytes: int | None = None,
+) -> Verified:
+    """Verify size, form, signature, key id and topic binding. ``topic=None`` skips the topic
+    check.
+
+    Raises ``VerificationError`` with reason ``oversized``, ``malformed``, ``unknown_key``,
+    ``bad_signature`` or ``topic_mismatch``. Sequence and freshness checks are the caller's
+    (they need state).
+    """
+    verified = check_signature(open_envelope(envelope, max_bytes), trust)
+    if topic is not None and verified.header.tpc != topic:
+        raise VerificationError("topic_mismatch", f"signed for {verified.header.tpc!r}")
+    return verified

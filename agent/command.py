@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent import registry
-from agent.codec import Signer, pack
+from agent.codec import Signer, open_envelope, pack
 from agent.subscriber import Subscription, Verifier
 
 _seq_lock = threading.Lock()
@@ -139,10 +139,17 @@ class ResultWaiter:
             return
         body = report["payload"].get(self._body, {}).get("commandResult", {})
         with self._cond:
+            answer = {**body, "eventSeq": report["seq"]}
             if "schedulePoint" in body:
-                self.points.append({**body, "eventSeq": report["seq"]})
+                self.points.append(answer)
+            elif body.get("reason") == "shed":  # one answer names every command shed
+                for c in body.get("commands", []):
+                    self._results[f"{c.get('kid')}:{c.get('seq')}"] = answer
             else:
-                self._results[str(body.get("commandMRID"))] = {**body, "eventSeq": report["seq"]}
+                if body.get("commandMRID") is not None:
+                    self._results[str(body["commandMRID"])] = answer
+                if body.get("kid") is not None:  # refused unverified: only kid and seq echoed
+                    self._results[f"{body['kid']}:{body.get('seq')}"] = answer
             self._cond.notify_all()
 
     def __enter__(self) -> ResultWaiter:
@@ -152,10 +159,22 @@ class ResultWaiter:
     def __exit__(self, *exc: object) -> None:
         self._sub.stop()
 
-    def wait(self, command_mrid: str, timeout: float) -> dict[str, Any] | None:
+    def wait(
+        self, command_mrid: str, timeout: float, envelope: bytes | None = None
+    ) -> dict[str, Any] | None:
+        """The result naming ``command_mrid`` -- or, given the command's ``envelope``, its
+        ``kid`` and ``seq`` (a command refused before its signature verified, or shed)."""
+        keys = [command_mrid]
+        if envelope is not None:
+            header = open_envelope(envelope).header
+            keys.append(f"{header.kid}:{header.seq}")
+
+        def answered() -> dict[str, Any] | None:
+            return next((self._results[k] for k in keys if k in self._results), None)
+
         with self._cond:
-            self._cond.wait_for(lambda: command_mrid in self._results, timeout)
-            return self._results.get(command_mrid)
+            self._cond.wait_for(lambda: answered() is not None, timeout)
+            return answered()
 
 
 def publish(url: str, topic: str, envelope: bytes) -> None:

@@ -104,8 +104,21 @@ class ControlConfig(_Strict):
     """Signed control from central systems; absent: the agent accepts no commands."""
 
     trust_file: Path
-    max_age_s: float = Field(30.0, gt=0, description="commands without exp expire after this")
-    replay_window: int = Field(10_000, ge=1)
+    max_age_s: float = Field(
+        30.0, gt=0, le=86_400, description="commands without exp expire after this"
+    )
+    max_lifetime_s: float = Field(
+        300.0, gt=0, le=86_400, description="no command is valid longer after its ts, exp or not"
+    )
+    max_clock_skew_s: float = Field(
+        30.0, ge=0, le=3600, description="a ts further ahead of the agent's clock: not_yet_valid"
+    )
+    max_message_bytes: int = Field(
+        64 * 1024, ge=1024, le=16 * 1024 * 1024, description="larger messages: oversized"
+    )
+    queue_bytes: int = Field(
+        16 * 1024 * 1024, ge=64 * 1024, le=1024**3, description="commands awaiting verification"
+    )
     refusal_events_per_s: float = Field(5.0, gt=0, description="per twin; the rest are counted")
 
 

@@ -2,22 +2,36 @@
 
 A command is a signed envelope (``agent.codec``) on the twin's control topic, e.g.
 ``openfmb/switchmodule/SwitchDiscreteControlProfile/<mRID>``, whose header also carries ``exp``
-(ms since the epoch). It is executed only if, in this order:
+(ms since the epoch). Every message is parsed into bounded, typed parts before anything else
+reads it, and nothing of a body is read before its signature verified. The checks, cheapest
+first:
 
-1. the envelope is well formed and its signature verifies with a key in the trust file
-   (``bad_signature``, ``unknown_key``, ``malformed``);
-2. the payload names the twin (``wrong_equipment``) and is a command the twin accepts
-   (``twins.control``: ``unknown_action``, ``malformed``, ``out_of_order`` curve points,
-   ``out_of_range`` setpoints), and the key is authorized for this twin and that action
-   (``unauthorized``);
-3. the signed topic is the topic it arrived on (``topic_mismatch``);
-4. it has not expired: now <= ``exp``, or ``ts`` + ``max_age_s`` without ``exp`` (``expired``);
-5. its ``seq`` was not seen from that key (``replayed``): a window of seen numbers per key, in
-   ``control.db``, written *before* execution, so a restart cannot re-open it;
-6. the twin is commissioned (``not_commissioned``);
-7. a schedule was not signed before the schedule in force (``out_of_order``);
-8. the interlocks allow it: configured conditions on the twin's state, which must be of good
-   quality, and at most ``max_operations_per_minute`` (``interlock``, ``rate_limited``).
+At arrival (in the event loop, microseconds, no signature work):
+
+1. size (``oversized``: over ``max_message_bytes``, before any decoding), form and a bounded
+   header (``malformed``: ``agent.codec.open_envelope``);
+2. the key id is in the trust file (``unknown_key``); the signed ``tpc`` is the topic it arrived
+   on (``topic_mismatch``);
+3. its validity window (``agent.validity``): ``ts`` not beyond ``max_clock_skew_s`` ahead
+   (``not_yet_valid``) and not past its deadline -- ``exp``, or ``ts`` + ``max_age_s`` without
+   one, and never later than ``ts`` + ``max_lifetime_s`` (``expired``);
+4. its ``(kid, seq)`` was not accepted before (``replayed``).
+
+What passes could be valid: it waits in a queue bounded in bytes (``queue_bytes``); when full
+the oldest waiting command is shed, and every shed command is answered (``shed``, by kid and
+seq). A command whose deadline passes while it waits is refused ``expired`` unverified. Then,
+in batches on a worker thread (Ed25519 releases the GIL):
+
+5. the signature (``bad_signature``);
+6. the body (``twins.control.parse_frame``): a control map naming the twin (``malformed``,
+   ``wrong_equipment``), a command the twin accepts (``unknown_action``, ``malformed``,
+   ``out_of_order`` curve points, ``out_of_range`` setpoints), and the key is authorized for
+   this twin and that action (``unauthorized``);
+7. the ``(kid, seq)`` is recorded in ``control.db`` until its deadline has long passed, *before*
+   execution, so a restart cannot re-open it (``replayed``);
+8. the twin is commissioned (``not_commissioned``); a schedule was not signed before the one in
+   force (``out_of_order``); the interlocks allow it and at most ``max_operations_per_minute``
+   (``interlock``, ``rate_limited``).
 
 Then the writes go through the device's runtime (between polls, the point map's transform
 undone) and are read back: ``executed`` when every read-back confirms its value, ``failed``
@@ -25,21 +39,18 @@ otherwise or when the device refuses. A schedule is ``accepted`` and handed to
 ``agent.schedule``, which applies each curve point at its time; each application checks the
 interlocks again and ends in its own result event (``schedulePoint``: its index). Every command
 ends in a signed result event on the twin's event profile, through the outbox as an event
-(dropped last).
-
-Floods: commands wait in a bounded queue (beyond it they are shed and counted); signatures are
-verified in batches on a worker thread (Ed25519 releases the GIL), so the event loop that polls
-devices and publishes telemetry spends little on them. Refusals are logged and published up to
-``refusal_events_per_s`` per twin; the rest are only counted.
+(dropped last). A refusal before the signature verified echoes only the bounded header's
+``kid`` and ``seq``. Refusals are logged and published up to ``refusal_events_per_s`` per twin;
+the rest are only counted (by reason).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import tomllib
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +59,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.clock import Clock, SystemClock
-from agent.codec import Verified, b64url_decode, pack, split, unpack, verify
+from agent.codec import Header, Sealed, Verified, check_signature, open_envelope, pack, unpack
 from agent.config import AgentConfig, ControlConfig, TwinConfig
 from agent.errors import ConfigError, DeviceError, VerificationError
 from agent.keys import load_public
@@ -57,12 +68,21 @@ from agent.outbox import Outbox
 from agent.running import RunningDevice
 from agent.schedule import Schedule, ScheduleRunner, ScheduleStore
 from twins.base import event_message
-from twins.control import BadCommand, Command, Controllable, Write, is_controllable
+from twins.control import (
+    BadCommand,
+    Command,
+    Controllable,
+    Frame,
+    Write,
+    is_controllable,
+    parse_frame,
+)
 
 log = logging.getLogger(__name__)
 
-QUEUE_LIMIT = 1000
+QUEUE_LIMIT = 50_000  # commands waiting for verification (also bounded in bytes)
 VERIFY_BATCH = 64
+SHED_LISTED = 500  # (kid, seq) pairs named in one shed answer; more are counted
 
 
 @dataclass(frozen=True)
@@ -99,31 +119,43 @@ def load_trust(path: Path) -> dict[str, Grant]:
 
 
 class ReplayGuard:
-    """Per key: the sequence numbers seen within ``window`` of the highest; persisted."""
+    """The ``(kid, seq)`` of every accepted command, kept until its validity window has long
+    passed (``until_ms``); persisted in ``control.db``.
 
-    def __init__(self, path: Path, window: int) -> None:
+    Replay protection rests on the validity window, not on ``seq`` growing: a command outside
+    its window is refused as ``expired`` or ``not_yet_valid`` anyway, so only the commands that
+    could still be accepted need remembering. ``seq`` is then a nonce per key: a central
+    system's clock error or a far-future ``seq`` locks nobody out, and the table holds at most
+    the commands trusted keys signed within one lifetime.
+    """
+
+    PRUNE_EVERY = 256
+
+    def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("DROP TABLE IF EXISTS seen")  # the seq window of earlier versions
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS seen (kid TEXT, seq INTEGER, PRIMARY KEY (kid, seq))"
+            "CREATE TABLE IF NOT EXISTS nonces (kid TEXT, seq INTEGER, until_ms INTEGER, "
+            "PRIMARY KEY (kid, seq))"
         )
-        self.window = window
+        self._accepted = 0
 
-    def accept(self, kid: str, seq: int) -> bool:
-        """Record ``seq`` for ``kid`` and return True, unless it was seen or is too old."""
-        (high,) = self._db.execute(
-            "SELECT coalesce(max(seq), 0) FROM seen WHERE kid = ?", (kid,)
-        ).fetchone()
-        if seq <= high - self.window:
-            return False
+    def seen(self, kid: str, seq: int) -> bool:
+        row = self._db.execute("SELECT 1 FROM nonces WHERE kid = ? AND seq = ?", (kid, seq))
+        return row.fetchone() is not None
+
+    def accept(self, kid: str, seq: int, until_ms: int, now_ms: int) -> bool:
+        """Record ``(kid, seq)`` until ``until_ms`` and return True, unless it was seen."""
         try:
-            self._db.execute("INSERT INTO seen (kid, seq) VALUES (?, ?)", (kid, seq))
+            self._db.execute(
+                "INSERT INTO nonces (kid, seq, until_ms) VALUES (?, ?, ?)", (kid, seq, until_ms)
+            )
         except sqlite3.IntegrityError:
             return False
-        if seq > high:
-            self._db.execute(
-                "DELETE FROM seen WHERE kid = ? AND seq <= ?", (kid, seq - self.window)
-            )
+        self._accepted += 1
+        if self._accepted % self.PRUNE_EVERY == 0:
+            self._db.execute("DELETE FROM nonces WHERE until_ms < ?", (now_ms,))
         return True
 
     def close(self) -> None:
@@ -157,7 +189,7 @@ class ControlService:
         self._keys = {kid: g.key for kid, g in self._grants.items()}
         data_dir = config.agent.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._replay = ReplayGuard(data_dir / "control.db", control.replay_window)
+        self._replay = ReplayGuard(data_dir / "control.db")
         self.schedules = ScheduleRunner(
             ScheduleStore(data_dir / "control.db"), self._clock, self._apply_point
         )
@@ -171,7 +203,10 @@ class ControlService:
                 self._twins[twin.spec.mrid] = controllable
                 self.topics[topic] = twin.spec.mrid
         self._twin_config: dict[str, TwinConfig] = {t.mrid: t for t in config.agent.twins}
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(QUEUE_LIMIT)
+        self._queue: deque[_Candidate] = deque()
+        self._queue_bytes = 0
+        self._wake = asyncio.Event()
+        self._shed: dict[str, list[tuple[str, int]]] = {}  # mRID -> shed (kid, seq), to answer
         self._operations: dict[str, list[float]] = {}
         self._refusal_budget: dict[str, tuple[float, float]] = {}
         #: per twin: (command, point, detail) of the last failed application, so a point
@@ -183,18 +218,68 @@ class ControlService:
             "failed": 0,
             "refused": 0,
             "schedules_accepted": 0,
-            "dropped_queue_full": 0,
+            "shed": 0,
             "refusal_events_suppressed": 0,
         }
         self.refusals: dict[str, int] = {}
 
     def submit(self, topic: str, payload: bytes) -> None:
-        """Called in the event loop for each message that arrives on a control topic."""
+        """Called in the event loop for each message that arrives on a control topic: the cheap
+        checks (1-4 in the module docstring) at once, then the queue for verification."""
         self.counters["received"] += 1
+        mrid = self.topics.get(topic)
+        if mrid is None:  # not one of ours (the broker matched another subscription)
+            self._count_refusal("unknown_twin")
+            return
+        header: Header | None = None
         try:
-            self._queue.put_nowait((topic, payload))
-        except asyncio.QueueFull:
-            self.counters["dropped_queue_full"] += 1
+            sealed = open_envelope(payload, self._control.max_message_bytes)
+            header = sealed.header
+            deadline = self._precheck(topic, header)
+        except (VerificationError, Refused) as err:
+            self._refuse(mrid, err.reason, err.detail, header)
+            return
+        self._enqueue(_Candidate(mrid, sealed, deadline, len(payload)))
+
+    def _precheck(self, topic: str, header: Header) -> int:
+        """Checks that need no signature; returns the command's deadline (ms)."""
+        if header.kid not in self._grants:
+            raise Refused("unknown_key", f"kid {header.kid!r} is not trusted")
+        if header.tpc != topic:
+            raise Refused("topic_mismatch", f"signed for {header.tpc!r}")
+        now_ms = int(self._clock.time() * 1000)
+        c = self._control
+        if header.ts > now_ms + c.max_clock_skew_s * 1000:
+            raise Refused("not_yet_valid", f"signed {(header.ts - now_ms) / 1000:.1f} s ahead")
+        deadline = self._deadline(header)
+        if now_ms > deadline:
+            raise Refused("expired", f"{(now_ms - deadline) / 1000:.1f} s ago")
+        if self._replay.seen(header.kid, header.seq):
+            raise Refused("replayed", f"seq {header.seq} from {header.kid} was seen before")
+        return deadline
+
+    def _deadline(self, header: Header) -> int:
+        c = self._control
+        own = header.exp if header.exp is not None else header.ts + int(c.max_age_s * 1000)
+        return min(own, header.ts + int(c.max_lifetime_s * 1000))
+
+    def _enqueue(self, candidate: _Candidate) -> None:
+        limit = self._control.queue_bytes
+        while self._queue and (
+            self._queue_bytes + candidate.size > limit or len(self._queue) >= QUEUE_LIMIT
+        ):
+            old = self._queue.popleft()  # the oldest is the likeliest to expire anyway
+            self._queue_bytes -= old.size
+            self._shed_one(old)
+        self._queue.append(candidate)
+        self._queue_bytes += candidate.size
+        self._wake.set()
+
+    def _shed_one(self, candidate: _Candidate) -> None:
+        self.counters["shed"] += 1
+        self._count_refusal("shed")
+        h = candidate.sealed.header
+        self._shed.setdefault(candidate.mrid, []).append((h.kid, h.seq))
 
     async def run(self) -> None:
         # schedules resume once their devices were polled: interlocks need the twins' state
@@ -202,105 +287,153 @@ class ControlService:
         self.schedules.start()
         try:
             while True:
-                batch = [await self._queue.get()]
-                while len(batch) < VERIFY_BATCH and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                verified = await asyncio.to_thread(self._verify_all, [p for _, p in batch])
-                for (topic, payload), v in zip(batch, verified, strict=True):
-                    await self.handle(topic, payload, v)
-                    await asyncio.sleep(0)  # telemetry gets its turn between commands
+                await self._wake.wait()
+                self._wake.clear()
+                while self._queue:
+                    await self._verify_next_batch()
+                    self._answer_shed()
+                self._answer_shed()
         finally:
             await self.schedules.close()
             self._replay.close()
 
-    def _verify_all(self, payloads: list[bytes]) -> list[Verified | VerificationError]:
+    async def _verify_next_batch(self) -> None:
+        now_ms = self._clock.time() * 1000
+        batch: list[_Candidate] = []
+        while self._queue and len(batch) < VERIFY_BATCH:
+            candidate = self._queue.popleft()
+            self._queue_bytes -= candidate.size
+            if now_ms > candidate.deadline:  # expired while waiting: no need to verify it
+                late = (now_ms - candidate.deadline) / 1000
+                self._refuse(candidate.mrid, "expired", f"{late:.1f} s ago, while queued",
+                             candidate.sealed.header)  # fmt: skip
+            else:
+                batch.append(candidate)
+        if not batch:
+            return
+        verified = await asyncio.to_thread(self._verify_all, [c.sealed for c in batch])
+        for candidate, v in zip(batch, verified, strict=True):
+            await self._handle(candidate, v)
+            await asyncio.sleep(0)  # telemetry gets its turn between commands
+
+    def _verify_all(self, batch: list[Sealed]) -> list[Verified | VerificationError]:
         out: list[Verified | VerificationError] = []
-        for payload in payloads:
+        for sealed in batch:
             try:
-                out.append(verify(payload, self._keys, None))
+                out.append(check_signature(sealed, self._keys))
             except VerificationError as err:
                 out.append(err)
         return out
 
-    async def handle(
-        self, topic: str, payload: bytes, verified: Verified | VerificationError | None = None
-    ) -> dict[str, Any]:
-        """Check and execute one command; publish and return its result."""
-        mrid = self.topics.get(topic, topic.rsplit("/", 1)[-1])
-        if verified is None:
-            verified = self._verify_all([payload])[0]
-        header: dict[str, Any] = {}
+    async def handle(self, topic: str, payload: bytes) -> dict[str, Any] | None:
+        """Check and execute one command at once, bypassing the queue (tests, tools); return its
+        result, or None when it was refused before verification."""
+        before = self.counters["refused"]
+        self.submit(topic, payload)
+        if self.counters["refused"] > before or not self._queue:
+            return None
+        candidate = self._queue.pop()
+        self._queue_bytes -= candidate.size
+        return await self._handle(candidate, self._verify_all([candidate.sealed])[0])
+
+    async def _handle(
+        self, candidate: _Candidate, verified: Verified | VerificationError
+    ) -> dict[str, Any] | None:
+        mrid, header = candidate.mrid, candidate.sealed.header
+        if isinstance(verified, VerificationError):
+            self._refuse(mrid, verified.reason, verified.detail, header)
+            return None
         action: str | None = None
+        command_mrid: str | None = None
         try:
-            header, command, body = self._check(topic, verified, mrid)
+            body, frame = self._frame(mrid, verified)
+            command_mrid = frame.command_mrid  # authentic: echoed even if refused below
+            command = self._check(mrid, verified, body, frame, candidate.deadline)
             action = command.action
             if command.schedule:
-                result = self._accept_schedule(mrid, header, command, body)
+                result = self._accept_schedule(mrid, header, command, command_mrid)
             else:
                 result = await self._execute(mrid, command.writes)
         except Refused as refusal:
             result = {"result": "refused", "reason": refusal.reason, "detail": refusal.detail}
-            self.counters["refused"] += 1
-            self.refusals[refusal.reason] = self.refusals.get(refusal.reason, 0) + 1
+            self._count_refusal(refusal.reason)
             if not self._may_publish_refusal(mrid):
-                self.counters["refusal_events_suppressed"] += 1
                 log.debug("control: refused command for %s: %s", mrid, refusal)
                 return result
             log.warning("control: refused command for %s: %s", mrid, refusal)
-            # only read to let the sender match its answer (unverified, for a bad signature)
-            header = verified.header if isinstance(verified, Verified) else peek_header(payload)
-            body = peek_body(payload)
-        result.update(
-            action=action,
-            kid=header.get("kid"),
-            seq=header.get("seq"),
-            commandMRID=_command_mrid(body),
-        )
+        result.update(action=action, kid=header.kid, seq=header.seq, commandMRID=command_mrid)
         self._publish(mrid, result)
         return result
 
-    def _check(
-        self, topic: str, verified: Verified | VerificationError, mrid: str
-    ) -> tuple[dict[str, Any], Command, Any]:
-        if isinstance(verified, VerificationError):
-            raise Refused(verified.reason, verified.detail)
-        header = verified.header
-        kid = str(header["kid"])
+    def _frame(self, mrid: str, verified: Verified) -> tuple[Any, Frame]:
+        """The authentic body and its frame (the command's mRID and the twin it names)."""
         try:
             body = unpack(verified.payload)
         except Exception:
             raise Refused("malformed", "payload is not msgpack") from None
-        twin = self._twins.get(mrid)
-        if twin is None:
-            raise Refused("unknown_twin", mrid)
-        if not isinstance(body, dict):
-            raise Refused("malformed", "the payload is not a control profile map")
-        equipment = body.get(twin.control_profile.equipment, {}).get("conductingEquipment", {})
-        if equipment.get("mRID") != mrid:
-            raise Refused("wrong_equipment", f"the command names {equipment.get('mRID')!r}")
+        try:
+            return body, parse_frame(body, self._twins[mrid].control_profile)
+        except BadCommand as err:
+            raise Refused(err.reason, err.detail) from None
+
+    def _check(
+        self, mrid: str, verified: Verified, body: Any, frame: Frame, deadline: int
+    ) -> Command:
+        """Checks 6-8 on an authentic command; returns what it asks."""
+        header = verified.header
+        if frame.equipment_mrid != mrid:
+            raise Refused("wrong_equipment", f"the command names {frame.equipment_mrid!r}")
+        twin = self._twins[mrid]
         try:
             command = twin.parse_command(body)
         except BadCommand as err:
             raise Refused(err.reason, err.detail) from None
-        if not self._grants[kid].allows(mrid, command.action):
-            raise Refused("unauthorized", f"key {kid} may not {command.action} {mrid}")
-        if header.get("tpc") != topic:
-            raise Refused("topic_mismatch", f"signed for {header.get('tpc')!r}")
-        now_ms = self._clock.time() * 1000
-        exp = header.get("exp")
-        deadline = exp if isinstance(exp, int) else header["ts"] + self._control.max_age_s * 1000
-        if now_ms > deadline:
-            raise Refused("expired", f"{(now_ms - deadline) / 1000:.1f} s ago")
-        if not self._replay.accept(kid, int(header["seq"])):
-            raise Refused("replayed", f"seq {header['seq']} from {kid} was seen before")
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as err:
+            # a twin plugin that did not expect this shape: refused, never a crash
+            log.error("control: %s could not parse a signed command: %r", mrid, err)
+            raise Refused(
+                "malformed", f"the control map could not be read ({type(err).__name__})"
+            ) from None
+        if not self._grants[header.kid].allows(mrid, command.action):
+            raise Refused("unauthorized", f"key {header.kid} may not {command.action} {mrid}")
+        now_ms = int(self._clock.time() * 1000)
+        keep_until = deadline + int(self._control.max_lifetime_s * 1000)  # clock steps back
+        if not self._replay.accept(header.kid, header.seq, keep_until, now_ms):
+            raise Refused("replayed", f"seq {header.seq} from {header.kid} was seen before")
         if mrid not in commissioned(self._config.agent.data_dir):
             raise Refused("not_commissioned", "run: edgetwin commission CONFIG MRID")
         in_force = self.schedules.in_force(mrid)
-        if command.schedule and in_force is not None and header["ts"] < in_force.ts_ms:
+        if command.schedule and in_force is not None and header.ts < in_force.ts_ms:
             raise Refused("out_of_order", "signed before the schedule in force")
         self._interlocks(mrid, command.action)
         self._rate_limit(mrid)
-        return header, command, body
+        return command
+
+    def _count_refusal(self, reason: str) -> None:
+        self.counters["refused"] += 1
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    def _refuse(self, mrid: str, reason: str, detail: str, header: Header | None) -> None:
+        """A refusal before the signature verified: only the bounded header is echoed."""
+        self._count_refusal(reason)
+        if not self._may_publish_refusal(mrid):
+            log.debug("control: refused command for %s: %s: %s", mrid, reason, detail)
+            return
+        log.warning("control: refused command for %s: %s: %s", mrid, reason, detail)
+        result: dict[str, Any] = {"result": "refused", "reason": reason, "detail": detail,
+                                  "action": None, "commandMRID": None}  # fmt: skip
+        if header is not None:
+            result.update(kid=header.kid, seq=header.seq)
+        self._publish(mrid, result)
+
+    def _answer_shed(self) -> None:
+        """One answer per twin naming the commands shed since the last: senders retry them."""
+        for mrid, shed in self._shed.items():
+            listed = [{"kid": kid, "seq": seq} for kid, seq in shed[:SHED_LISTED]]
+            self._publish(mrid, {"result": "refused", "reason": "shed",
+                                 "detail": "overloaded: shed before verification; send again",
+                                 "count": len(shed), "commands": listed})  # fmt: skip
+        self._shed.clear()
 
     def _interlocks(self, mrid: str, action: str) -> None:
         """The twin's interlocks (``edge_rules.interlock``) for ``action``, on its state now."""
@@ -317,11 +450,9 @@ class ControlService:
         self._operations[mrid] = [*recent, now]
 
     def _accept_schedule(
-        self, mrid: str, header: Mapping[str, Any], command: Command, body: Any
+        self, mrid: str, header: Header, command: Command, command_mrid: str | None
     ) -> dict[str, Any]:
-        schedule = Schedule(
-            mrid, str(header["kid"]), int(header["ts"]), _command_mrid(body), command.schedule
-        )
+        schedule = Schedule(mrid, header.kid, header.ts, command_mrid, command.schedule)
         self.schedules.accept(schedule)
         self.counters["schedules_accepted"] += 1
         log.info("control: schedule of %d points accepted for %s", len(schedule.points), mrid)
@@ -394,6 +525,7 @@ class ControlService:
         tokens = min(rate, tokens + (now - last) * rate)
         if tokens < 1:
             self._refusal_budget[mrid] = (tokens, now)
+            self.counters["refusal_events_suppressed"] += 1
             return False
         self._refusal_budget[mrid] = (tokens - 1, now)
         return True
@@ -417,29 +549,14 @@ class ControlService:
         }
 
 
-def _command_mrid(body: Mapping[str, Any]) -> str | None:
-    for value in body.values():
-        if isinstance(value, dict) and "messageInfo" in value:
-            return value["messageInfo"].get("identifiedObject", {}).get("mRID")
-    return None
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A command that passed the cheap checks and waits for its signature to be verified."""
 
-
-def peek_header(payload: bytes) -> dict[str, Any]:
-    """The (unverified) header of an envelope; {} if unreadable."""
-    try:
-        jws, _ = split(payload)
-        return dict(json.loads(b64url_decode(jws.split(".")[0])))
-    except Exception:
-        return {}
-
-
-def peek_body(payload: bytes) -> dict[str, Any]:
-    """The (unverified) payload map of an envelope; {} if unreadable."""
-    try:
-        body = unpack(split(payload)[1])
-        return body if isinstance(body, dict) else {}
-    except Exception:
-        return {}
+    mrid: str
+    sealed: Sealed
+    deadline: int  # ms since the epoch
+    size: int  # bytes on the wire
 
 
 class CommandListener:
@@ -447,11 +564,20 @@ class CommandListener:
     control topics; every message is handed to ``on_message`` in the event loop."""
 
     def __init__(
-        self, cfg: Any, client_id: str, topics: list[str], on_message: Callable[[str, bytes], None]
+        self,
+        cfg: Any,
+        client_id: str,
+        topics: list[str],
+        on_message: Callable[[str, bytes], None],
+        *,
+        max_message_bytes: int = 64 * 1024,
     ) -> None:
         from agent.mqtt import make_client
 
         self._cfg = cfg
+        # MQTT 5 Maximum Packet Size: the broker itself drops anything larger for this session,
+        # so an oversized message never reaches our memory (room left for topic and properties)
+        self._max_packet = max_message_bytes + 8 * 1024
         self._topics = topics
         self._on_message = on_message
         self._client = make_client(cfg, client_id)
@@ -473,7 +599,14 @@ class CommandListener:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._client.connect_async(self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s)
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.MaximumPacketSize = self._max_packet
+        self._client.connect_async(
+            self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s, properties=props
+        )
         self._client.loop_start()
 
     def stop(self) -> None:

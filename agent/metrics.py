@@ -109,8 +109,8 @@ class SnapshotCollector(Collector):
         bad = refusals.get("bad_signature", 0) + refusals.get("unknown_key", 0)
         doc = "commands whose signature did not verify (bad signature or unknown key)"
         yield _counter("command_signature_failures", doc, bad)
-        yield _counter("commands_shed", "commands dropped unverified: queue full",
-                       c.get("dropped_queue_full", 0))  # fmt: skip
+        yield _counter("commands_shed", "commands shed unverified (queue full) and answered",
+                       c.get("shed", 0))  # fmt: skip
 
 
 def _bound(bound: float) -> str:

@@ -84,13 +84,13 @@ class Verifier:
             report.update(valid=False, reason=err.reason, detail=err.detail)
             return report
         h = v.header
-        report.update(valid=True, kid=h["kid"], seq=h["seq"], ts=h["ts"], hist=bool(h.get("hist")))
-        if h.get("bd"):
+        report.update(valid=True, kid=h.kid, seq=h.seq, ts=h.ts, hist=h.hist)
+        if h.bd:
             report["bd"] = True  # birth/death: its own sequence, and retained, so maybe old
         else:
-            report.update(self.seq.observe(h["kid"], h["seq"]))
+            report.update(self.seq.observe(h.kid, h.seq))
             now = time.time() if now is None else now
-            if not report["hist"] and abs(now * 1000 - h["ts"]) > self.max_age_s * 1000:
+            if not h.hist and abs(now * 1000 - h.ts) > self.max_age_s * 1000:
                 report["stale"] = True
         try:
             report["payload"] = v.body()

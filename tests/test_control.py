@@ -115,7 +115,7 @@ async def send(
     def roundtrip() -> dict[str, Any] | None:
         with ResultWaiter(site["url"], site["trust"], kind="switch", mrid=BREAKER) as waiter:
             publish(site["url"], topic, envelope)
-            return waiter.wait(command_mrid, 10)
+            return waiter.wait(command_mrid, 10, envelope)
 
     result = await asyncio.to_thread(roundtrip)
     assert result is not None, "no result event"
@@ -238,7 +238,9 @@ async def test_a_flood_of_forged_commands_is_refused_without_starving_telemetry(
             metrics = render(agent.status(), 0.0).decode()  # what /metrics says of the flood
             assert "edgetwin_command_signature_failures_total 300.0" in metrics
             assert 'edgetwin_commands_refused_total{reason="bad_signature"} 300.0' in metrics
-            assert agent.devices[0].stats.polls > polls  # polling went on during the flood
+            # polling goes on through the flood (on a loaded machine the first poll may time
+            # out and back off: wait for the next success rather than assume its timing)
+            await until(lambda: agent.devices[0].stats.polls > polls, timeout=30)
             assert sim.unit.writes == 0
 
 

@@ -80,6 +80,38 @@ def is_controllable(twin: object) -> bool:
     return hasattr(twin, "control_profile") and bool(getattr(twin, "actions", tuple)())
 
 
+MAX_MRID_CHARS = 64  # a UUID has 36
+MAX_START_S = 2**40  # curve point start times: about the year 36,800
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What every control map carries besides the command: its own mRID and the twin's."""
+
+    command_mrid: str | None
+    equipment_mrid: str
+
+
+def parse_frame(body: Any, profile: Profile) -> Frame:
+    """The frame of a control map for ``profile`` -- ``controlMessageInfo.messageInfo.
+    identifiedObject.mRID`` (optional) and ``<equipment>.conductingEquipment.mRID`` -- each
+    checked for type and length; raises ``BadCommand('malformed', ...)``."""
+    if not isinstance(body, Mapping):
+        raise BadCommand("malformed", "the payload is not a control profile map")
+    equipment = _dig(body, (profile.equipment, "conductingEquipment", "mRID"))
+    if not isinstance(equipment, str) or len(equipment) > MAX_MRID_CHARS:
+        raise BadCommand(
+            "malformed", f"{profile.equipment}.conductingEquipment.mRID must be a short string"
+        )
+    command = None
+    info = body.get(profile.message_info)
+    if info is not None:
+        command = _dig(info, ("messageInfo", "identifiedObject", "mRID"))
+        if not isinstance(command, str) or len(command) > MAX_MRID_CHARS:
+            raise BadCommand("malformed", "the command's mRID must be a short string")
+    return Frame(command, equipment)
+
+
 def _dig(node: Any, path: Sequence[str]) -> Any:
     for key in path:
         if not isinstance(node, Mapping) or key not in node:
@@ -192,10 +224,19 @@ def _schedule_path(fscc: str) -> tuple[str, ...]:
 
 def _start_time(point: Any, i: int) -> float:
     ts = point.get("startTime") if isinstance(point, Mapping) else None
-    if not isinstance(ts, Mapping) or not isinstance(ts.get("seconds"), int):
-        raise BadCommand("malformed", f"schPts[{i}].startTime needs integer seconds")
-    nanos = ts.get("nanoseconds", 0)
-    return ts["seconds"] + (nanos if isinstance(nanos, int) else 0) / 1e9
+    seconds = ts.get("seconds") if isinstance(ts, Mapping) else None
+    nanos = ts.get("nanoseconds", 0) if isinstance(ts, Mapping) else None
+    if not _whole(seconds, MAX_START_S) or not _whole(nanos, 999_999_999):
+        raise BadCommand(
+            "malformed",
+            f"schPts[{i}].startTime needs seconds in [0, {MAX_START_S}] and nanoseconds "
+            "in [0, 999999999]",
+        )
+    return seconds + nanos / 1e9  # type: ignore[operator]
+
+
+def _whole(value: Any, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high
 
 
 def _setpoint(setpoints: Mapping[str, BoundPoint], param: Any, i: int) -> Write:
