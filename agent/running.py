@@ -85,7 +85,7 @@ class RunningDevice:
             while True:
                 if not connected:
                     try:
-                        await asyncio.wait_for(self.driver.connect(), cfg.timeout_s)
+                        await asyncio.wait_for(self.driver.connect(), cfg.connect_timeout_s)
                         connected = True
                         self._connected = True
                     except Exception as err:

@@ -61,10 +61,13 @@ class DeviceConfig(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="unique device name")
     driver: str
-    poll_interval_s: float = Field(1.0, gt=0, le=86_400)
-    timeout_s: float = Field(1.0, gt=0, le=60)
-    backoff_initial_s: float = Field(1.0, gt=0)
-    backoff_max_s: float = Field(60.0, gt=0)
+    poll_interval_s: float = Field(1.0, ge=0.01, le=86_400)
+    timeout_s: float = Field(1.0, ge=0.01, le=60, description="one request's answer")
+    connect_timeout_s: float = Field(
+        10.0, ge=0.1, le=300, description="opening the link or session (OPC UA: several steps)"
+    )
+    backoff_initial_s: float = Field(1.0, ge=0.01, le=3600)
+    backoff_max_s: float = Field(60.0, ge=0.01, le=86_400)
 
 
 @runtime_checkable

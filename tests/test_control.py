@@ -290,3 +290,72 @@ points = [{{ field = "@Pos", address = "ns=2;s=Breaker1.Position", dtype = "bool
         assert result is not None
         assert (result["result"], result["readback"]) == ("executed", {"Pos": False})
         assert await sub.read("Breaker1.Position") is False
+
+
+@pytest.mark.parametrize("queue_bytes", [16 * 1024 * 1024, 64 * 1024], ids=["roomy", "tiny"])
+async def test_valid_commands_get_through_a_forged_flood_and_every_one_is_answered(
+    tmp_path: Path,
+    keys: dict[str, Path],
+    central: dict[str, Any],
+    mosquitto: Mosquitto,
+    queue_bytes: int,
+) -> None:
+    """2,000 forged commands that pass every cheap check (trusted kid, right topic, fresh ts),
+    with 12 valid ones among them. With room to queue the flood every valid command executes;
+    with a queue too small for it (64 KiB), commands are shed, and each valid one is answered:
+    executed or ``shed`` by its kid and seq. None vanishes unanswered."""
+    async with BreakerSimulator(port=free_port()) as sim:
+        cfg = breaker_config(tmp_path, keys, central, mosquitto.port, sim.port, refusal_rate=2)
+        cfg.write_text(cfg.read_text().replace(
+            "refusal_events_per_s", f"queue_bytes = {queue_bytes}\nrefusal_events_per_s"))  # fmt: skip
+        assert (await commission(load_config(cfg), BREAKER)).ok
+        async with running(cfg) as agent:
+            await until(lambda: agent._listener is not None and agent._listener.subscribed.is_set())
+            await until(lambda: agent.devices[0].stats.polls > 0, 30, "the breaker polled")
+            forger = Ed25519PrivateKey.generate()
+            messages: list[tuple[str, bytes]] = []
+            valid: list[tuple[str, bytes]] = []  # (command mRID, envelope)
+            for i in range(2000):
+                messages.append(build_command(
+                    forger, "scada-1", kind="switch", mrid=BREAKER, action="open")[:2])  # fmt: skip
+                if i % 166 == 100:
+                    action = "close" if len(valid) % 2 else "open"
+                    topic, env, cmd = build_command(
+                        central["scada"], "scada-1", kind="switch", mrid=BREAKER, action=action
+                    )
+                    messages.append((topic, env))
+                    valid.append((cmd, env))
+
+            def flood() -> list[dict[str, Any] | None]:
+                from agent.config import MqttConfig
+                from agent.mqtt import make_client
+
+                with ResultWaiter(
+                    mosquitto.url, site_trust(keys), kind="switch", mrid=BREAKER
+                ) as w:
+                    client = make_client(MqttConfig(port=mosquitto.port), "forger")
+                    client.connect("127.0.0.1", mosquitto.port)
+                    client.loop_start()
+                    for info in [client.publish(t, e, qos=1) for t, e in messages]:
+                        info.wait_for_publish(30)
+                    client.disconnect()
+                    client.loop_stop()
+                    deadline = time.monotonic() + 60
+                    return [w.wait(cmd, max(0.1, deadline - time.monotonic()), env)
+                            for cmd, env in valid]  # fmt: skip
+
+            answers = await asyncio.to_thread(flood)
+            assert len(valid) == 12 and all(a is not None for a in answers), answers
+            outcomes = [a["result"] if a["result"] != "refused" else a["reason"] for a in answers]  # type: ignore[index]
+            control = agent.control.status()  # type: ignore[union-attr]
+            if queue_bytes > 1024 * 1024:
+                assert outcomes == ["executed"] * 12
+                assert control["shed"] == 0
+            else:
+                assert set(outcomes) <= {"executed", "shed"} and control["shed"] > 0
+            assert control["refusals"]["bad_signature"] + control["shed"] >= 2000 - 12
+            assert sim.unit.writes == outcomes.count("executed")
+
+
+def site_trust(keys: dict[str, Path]) -> Any:
+    return load_trust_dir(keys["trust"])
