@@ -45,6 +45,7 @@ from edge_rules.store import RuleStore
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 2.0
+STOP_TASKS_S = 3.0  # tasks that do not end when cancelled are cancelled again, this long
 LIVENESS_S = 10.0  # /healthz fails when the reporting tick has not run for this long
 READY_POLL_AGE_S = 5.0
 
@@ -149,20 +150,28 @@ class Agent:
                     await self.http.stop()
                 if self._listener is not None:
                     await asyncio.to_thread(self._listener.stop)  # no new commands
-                for task in [*polls, *loops]:
-                    task.cancel()
-                await asyncio.gather(*polls, *loops, return_exceptions=True)
+                for d in self.devices:
+                    d.stopping = True
+                await _end(polls + loops, STOP_TASKS_S)
                 await self._save_rules()
                 await outbox.commit()
                 await self._grace(publisher)
                 await asyncio.to_thread(publisher.publish_death)
-                pub_task.cancel()
+                await _end([pub_task], STOP_TASKS_S)
         finally:
             await outbox.close()
             if self._rule_store is not None:
                 self._rule_store.close()
             self._write_status()
             log.info("stopped")
+
+    def pending_report(self) -> str:
+        """What a forced exit now would leave: for the last words of ``edgetwin run``."""
+        if self.outbox is None:
+            return "nothing was opened yet"
+        st = self.outbox.status()
+        return (f"{st['pending']} messages not yet committed (lost), {st['depth']} committed "
+                "(kept in the outbox for the next start)")  # fmt: skip
 
     async def _save_rules(self) -> None:
         """Write the rule states that changed (``edge_rules.store``) on a worker thread."""
@@ -338,3 +347,17 @@ class Agent:
             twins = twins_snapshot(self.config.twins, commissioned(data_dir))
             write_json(data_dir / TWINS, twins)
             write_json(data_dir / ALARMS, active_alarms(self.config.twins))
+
+
+async def _end(tasks: list[asyncio.Task[Any]], within: float) -> None:
+    """Cancel ``tasks`` and wait for them, cancelling again any that lost a cancellation,
+    for at most ``within`` seconds; log the ones that would not end (the TaskGroup then
+    waits for them, and ``edgetwin run``'s stop watchdog bounds that)."""
+    deadline = time.monotonic() + within
+    pending = {t for t in tasks if not t.done()}
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.25)
+    if pending:
+        log.error("stop: %s did not end when cancelled", ", ".join(t.get_name() for t in pending))

@@ -98,12 +98,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        agent = Agent(cfg)
+
+        def on_signal() -> None:
+            if not stop.is_set():
+                stop.set()
+                _stop_watchdog(agent, STOP_TIMEOUT_S)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await Agent(cfg).run(stop)
+            loop.add_signal_handler(sig, on_signal)
+        await agent.run(stop)
 
     asyncio.run(main())
     return 0
+
+
+STOP_TIMEOUT_S = 10.0
+
+
+def _stop_watchdog(agent: Any, within: float) -> None:
+    """A stop that has not finished ``within`` seconds after the signal ends the process
+    (exit 70) after saying what it leaves: committed messages are safe in the outbox."""
+    import threading
+
+    def expire() -> None:
+        logging.getLogger("agent").critical(
+            "stop did not finish within %.0f s; exiting now: %s", within, agent.pending_report()
+        )
+        logging.shutdown()
+        os._exit(70)
+
+    timer = threading.Timer(within, expire)
+    timer.daemon = True
+    timer.start()
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

@@ -199,7 +199,8 @@ class Outbox:
         middle of a transaction would abandon its batch and leave the transaction open."""
         while not self._closing:
             try:
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

@@ -145,7 +145,8 @@ class Publisher:
             client.connect_async(self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s)
             client.loop_start()
             try:
-                code = await asyncio.wait_for(connected, self._connect_timeout)
+                async with asyncio.timeout(self._connect_timeout):  # (see agent.running)
+                    code = await connected
             except TimeoutError:
                 raise ConnectionError(
                     f"no CONNACK from {self._cfg.host}:{self._cfg.port}"
@@ -177,9 +178,9 @@ class Publisher:
             self.connected = False
             self._client = None
             client.on_disconnect = client.on_publish = client.on_connect = None
-            client.disconnect()
-            client.loop_stop()
             self._outbox.release()
+            # joining paho's thread can take seconds (a connect in progress): never in the loop
+            await asyncio.to_thread(_close, client)
 
     def _state_envelope(self, message: tuple[str, bytes]) -> tuple[str, bytes]:
         topic, payload = message
@@ -285,6 +286,11 @@ class Publisher:
             )
             for row in rows
         ]
+
+
+def _close(client: paho.Client) -> None:
+    client.disconnect()
+    client.loop_stop()
 
 
 def _resolve(fut: asyncio.Future[int], code: int) -> None:

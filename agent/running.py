@@ -76,16 +76,20 @@ class RunningDevice:
         self._connected = False
         #: set once the first poll has succeeded or failed: the twins' state is known
         self.attempted = asyncio.Event()
+        #: set by the agent at stop: the loop ends at its next turn even if a cancellation was
+        #: lost (Python 3.11's ``wait_for`` can swallow one that races a completing read)
+        self.stopping = False
 
     async def run(self) -> None:
         cfg = self.config
         backoff = Backoff(cfg.backoff_initial_s, cfg.backoff_max_s)
         connected = False
         try:
-            while True:
+            while not self.stopping:
                 if not connected:
                     try:
-                        await asyncio.wait_for(self.driver.connect(), cfg.connect_timeout_s)
+                        async with asyncio.timeout(cfg.connect_timeout_s):
+                            await self.driver.connect()
                         connected = True
                         self._connected = True
                     except Exception as err:
@@ -95,10 +99,8 @@ class RunningDevice:
                 if self._next_slot is None:
                     self._next_slot = start
                 try:
-                    async with self._io:
-                        readings = await asyncio.wait_for(
-                            self.driver.read(self.points), cfg.timeout_s + cfg.poll_interval_s
-                        )
+                    async with self._io, asyncio.timeout(cfg.timeout_s + cfg.poll_interval_s):
+                        readings = await self.driver.read(self.points)
                 except DeviceRejected as err:  # answered, but refused the whole read
                     self._failed(err)
                 except Exception as err:  # no answer, a dropped link, or garbage
@@ -119,10 +121,10 @@ class RunningDevice:
         if not (self._connected and self.stats.available):
             raise DeviceUnavailable(f"device {self.config.name} is unavailable")
         async with self._io:
-            await asyncio.wait_for(self.driver.write(point, value), self.config.timeout_s * 2)
-            (readback,) = await asyncio.wait_for(
-                self.driver.read([point]), self.config.timeout_s * 2
-            )
+            async with asyncio.timeout(self.config.timeout_s * 2):
+                await self.driver.write(point, value)
+            async with asyncio.timeout(self.config.timeout_s * 2):
+                (readback,) = await self.driver.read([point])
         self._sink(self.config.name, [readback], True)
         return readback
 

@@ -69,7 +69,8 @@ class ModbusLink:
                 await asyncio.sleep(wait)
             self.requests += 1
             try:
-                return await asyncio.wait_for(call(self._client), within)
+                async with asyncio.timeout(within):
+                    return await call(self._client)
             except (ModbusException, TimeoutError) as err:
                 raise DeviceUnavailable(f"{self.name}: {err or 'no answer'}") from err
             finally:
