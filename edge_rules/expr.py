@@ -22,8 +22,14 @@ Grammar (lowest precedence first)::
 and ``!=`` only.
 
 An unknown value propagates: if a point has no value, or a division is by zero, or ``sqrt``
-is of a negative number, the result is ``None`` and callers treat the output as invalid.
-``ExpressionError`` carries the 1-based character position of the problem.
+is of a negative number, or arithmetic meets a string, the result is ``None`` and callers treat
+the output as invalid. ``ExpressionError`` carries the 1-based character position of the problem.
+
+Cost is bounded when compiling and when evaluating: at most ``MAX_SOURCE`` characters,
+``MAX_NODES`` values and operators, and ``MAX_DEPTH`` levels of nesting (so neither the parser
+nor an evaluation can exhaust the stack); arithmetic is on floats (``2 ** 2 ** 2 ** 64`` is an
+overflow, hence unknown, not a number with billions of digits), and strings take part in
+comparisons only. One evaluation is therefore a few hundred constant-time steps at most.
 """
 
 from __future__ import annotations
@@ -62,6 +68,11 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
 }
+
+
+MAX_SOURCE = 4000  # characters
+MAX_NODES = 256  # values and operators; the evaluation tree is never deeper than this
+MAX_DEPTH = 32  # nested parentheses, function calls, unary operators
 
 
 class ExpressionError(ValueError):
@@ -118,6 +129,23 @@ def _binary(op: Callable[[Any, Any], Any], left: Node, right: Node) -> Node:
     return node
 
 
+def _arith(op: Callable[[float, float], Any]) -> Callable[[Any, Any], Any]:
+    """``op`` on numbers only, as floats: no string repetition or concatenation, and no
+    integer arithmetic whose size grows without bound (``**``)."""
+
+    def apply(a: Any, b: Any) -> Any:
+        if isinstance(a, str) or isinstance(b, str):
+            return None
+        result = op(float(a), float(b))
+        return result if math.isfinite(result) else None
+
+    return apply
+
+
+_ADD, _SUB, _MUL = _arith(operator.add), _arith(operator.sub), _arith(operator.mul)
+_DIV, _MOD, _POW = _arith(operator.truediv), _arith(operator.mod), _arith(math.pow)
+
+
 def _if(c: Any, a: Any, b: Any) -> Any:
     return None if c is None else (a if c else b)
 
@@ -128,13 +156,15 @@ def _sqrt(x: Any) -> Any:
 
 def _agg(fn: Callable[..., Any]) -> Callable[..., Any]:
     def apply(*xs: Any) -> Any:
-        return None if None in xs else fn(xs)
+        if None in xs or any(isinstance(x, str) for x in xs):
+            return None
+        return fn(xs)
 
     return apply
 
 
 _FUNCS: dict[str, Callable[..., Any]] = {
-    "abs": lambda x: None if x is None else abs(x),
+    "abs": lambda x: abs(x) if isinstance(x, int | float) else None,
     "sqrt": _sqrt,
     "min": _agg(min),
     "max": _agg(max),
@@ -145,9 +175,13 @@ _FUNCS: dict[str, Callable[..., Any]] = {
 class _Parser:
     def __init__(self, source: str, known: Collection[str] | None) -> None:
         self.toks = _tokens(source)
+        if len(self.toks) > MAX_NODES * 2:  # values, operators and parentheses
+            raise ExpressionError(f"longer than {MAX_NODES} values and operators", 1)
         self.i = 0
         self.known = known
         self.names: list[str] = []
+        self.depth = 0
+        self.nodes = 0
 
     @property
     def tok(self) -> _Tok:
@@ -156,7 +190,16 @@ class _Parser:
     def take(self) -> _Tok:
         tok = self.toks[self.i]
         self.i += 1
+        if tok.kind != "end" and tok.text not in ("(", ")", ","):
+            self.nodes += 1
+            if self.nodes > MAX_NODES:
+                raise ExpressionError(f"more than {MAX_NODES} values and operators", tok.pos)
         return tok
+
+    def nest(self, pos: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ExpressionError(f"nested deeper than {MAX_DEPTH} levels", pos)
 
     def expect(self, text: str) -> _Tok:
         if self.tok.text != text or self.tok.kind == "str":
@@ -190,8 +233,9 @@ class _Parser:
 
     def not_(self) -> Node:
         if self.tok.kind == "name" and self.tok.text == "not":
-            self.take()
+            self.nest(self.take().pos)
             inner = self.not_()
+            self.depth -= 1
             return lambda v: None if (x := inner(v)) is None else not x
         return self.compare()
 
@@ -212,24 +256,26 @@ class _Parser:
         return node
 
     def sum(self) -> Node:
-        return self._binary({"+": operator.add, "-": operator.sub}, self.term)
+        return self._binary({"+": _ADD, "-": _SUB}, self.term)
 
     def term(self) -> Node:
-        ops = {"*": operator.mul, "/": operator.truediv, "%": operator.mod}
-        return self._binary(ops, self.unary)
+        return self._binary({"*": _MUL, "/": _DIV, "%": _MOD}, self.unary)
 
     def unary(self) -> Node:
         if self.tok.kind == "op" and self.tok.text == "-":
-            self.take()
+            self.nest(self.take().pos)
             inner = self.unary()
-            return lambda v: None if (x := inner(v)) is None else -x
+            self.depth -= 1
+            return lambda v: None if not isinstance(x := inner(v), int | float) else -x
         return self.power()
 
     def power(self) -> Node:
         base = self.atom()
         if self.tok.kind == "op" and self.tok.text == "**":
-            self.take()
-            return _binary(operator.pow, base, self.unary())
+            self.nest(self.take().pos)
+            exponent = self.unary()
+            self.depth -= 1
+            return _binary(_POW, base, exponent)
         return base
 
     def atom(self) -> Node:
@@ -241,8 +287,10 @@ class _Parser:
             text = tok.text[1:-1]
             return lambda v: text
         if tok.kind == "op" and tok.text == "(":
+            self.nest(tok.pos)
             node = self.or_()
             self.expect(")")
+            self.depth -= 1
             return node
         if tok.kind == "name":
             if tok.text in ("true", "false"):
@@ -267,12 +315,13 @@ class _Parser:
         if tok.text not in FUNCTIONS:
             known = ", ".join(FUNCTIONS)
             raise ExpressionError(f"unknown function {tok.text!r} (known: {known})", tok.pos)
-        self.expect("(")
+        self.nest(self.expect("(").pos)
         args = [self.or_()]
         while self.tok.text == "," and self.tok.kind == "op":
             self.take()
             args.append(self.or_())
         self.expect(")")
+        self.depth -= 1
         low, high = FUNCTIONS[tok.text]
         if not low <= len(args) <= high:
             want = str(low) if low == high else f"{low} to {high}"
@@ -325,6 +374,8 @@ def compile_expression(source: str, known: Collection[str] | None = None) -> Exp
     ``ExpressionError``."""
     if not source.strip():
         raise ExpressionError("empty expression", 1)
+    if len(source) > MAX_SOURCE:
+        raise ExpressionError(f"longer than {MAX_SOURCE} characters", MAX_SOURCE + 1)
     parser = _Parser(source, known)
     node = parser.parse()
     names = tuple(parser.names)

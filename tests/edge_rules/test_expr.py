@@ -78,3 +78,64 @@ def test_nothing_is_evaluated_by_python() -> None:
     # strings are data, never code: a string that looks like Python stays a string
     assert compile_expression("'__import__(\"os\")'", ())({}) == '__import__("os")'
     assert math.isclose(compile_expression("sqrt(2)", ())({}), math.sqrt(2))
+
+
+# -- cost bounds: nothing a config says can freeze the agent (issue 11) -------------------------
+@pytest.mark.parametrize(
+    ("source", "values", "expected"),
+    [
+        ("@OpCnt ** @OpCnt ** @OpCnt", {"@OpCnt": 12345}, None),  # froze the loop: overflow now
+        ("2 ** 2 ** 2 ** 2 ** 64", {}, None),
+        ("Pos * @OpCnt", {"Pos": "closed", "@OpCnt": 10**9}, None),  # no string repetition
+        ("Pos + Pos", {"Pos": "closed"}, None),
+        ("abs(Pos)", {"Pos": "closed"}, None),
+        ("max(Pos, 1)", {"Pos": "closed"}, None),
+        ("-Pos", {"Pos": "closed"}, None),
+        ("(-8) ** 0.5", {}, None),  # no complex numbers
+        ("@OpCnt + 1", {"@OpCnt": 2**63 - 1}, 2.0**63),
+    ],
+    ids=lambda x: str(x)[:30],
+)
+def test_arithmetic_is_bounded(source: str, values: dict[str, object], expected: object) -> None:
+    assert compile_expression(source)(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("(" * 1000 + "1" + ")" * 1000, "values and operators"),  # was a RecursionError
+        ("(" * 100 + "1" + ")" * 100, "nested deeper than 32 levels"),
+        ("-" * 100 + "1", "nested deeper than 32 levels"),
+        ("not " * 100 + "true", "nested deeper than 32 levels"),
+        ("abs(" * 40 + "1" + ")" * 40, "nested deeper than 32 levels"),
+        (" + ".join(["1"] * 100_000), "longer than 4000 characters"),  # took 10 s to compile
+        (" + ".join(["1"] * 1000), "values and operators"),
+    ],
+    ids=["1000-parens", "100-parens", "minus", "not", "calls", "100k-chain", "1k-chain"],
+)
+def test_expressions_beyond_the_bounds_are_refused_at_compile_time(
+    source: str, message: str
+) -> None:
+    with pytest.raises(ExpressionError, match=message):
+        compile_expression(source)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+TOKENS = ["a", "b", "Pos", "@OpCnt", "none", "1", "0", "2.5e308", "'x'", "(", ")", ",", "+", "-",
+          "*", "/", "%", "**", "<", "==", "and", "or", "not", "abs(", "min(", "if(", "sqrt(",
+          "true"]  # fmt: skip
+HOSTILE = {**VALUES, "@OpCnt": 2**62, "Pos": "closed"}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(TOKENS), max_size=120) | st.text(max_size=300))
+def test_any_text_compiles_or_is_refused_and_evaluates_without_raising(parts: object) -> None:
+    source = " ".join(parts) if isinstance(parts, list) else str(parts)
+    try:
+        expr = compile_expression(source, known=set(HOSTILE))
+    except ExpressionError:
+        return
+    result = expr(HOSTILE)  # must return (any value or None), never raise or hang
+    assert result is None or isinstance(result, bool | int | float | str)
