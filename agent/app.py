@@ -22,6 +22,7 @@ from agent.clock import Clock, SystemClock
 from agent.codec import Signer, pack
 from agent.config import AgentConfig
 from agent.control import CommandListener, ControlService
+from agent.files import state_db, state_dir
 from agent.http import HttpServer
 from agent.keys import load_private
 from agent.localstate import (
@@ -93,7 +94,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         a = self.config.agent
         signer = Signer(load_private(a.signing.key_file), a.signing.key_id)
-        a.data_dir.mkdir(parents=True, exist_ok=True)
+        state_dir(a.data_dir)
         self.outbox = outbox = await Outbox.open(
             a.data_dir / "outbox.db",
             max_bytes=a.outbox.max_bytes,
@@ -101,7 +102,7 @@ class Agent:
             drop_notice=self._drop_notice,
         )
         if self._engines:
-            self._rule_store = store = RuleStore(a.data_dir / "rules.db")
+            self._rule_store = store = RuleStore(state_db(a.data_dir / "rules.db"))
             for mrid, engine in self._engines.items():
                 engine.restore(store.load(mrid))
         try:

@@ -94,6 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.config import load_config
 
     cfg = load_config(args.config)
+    os.umask(os.umask(0o027) | 0o027)  # whatever else it creates: nothing for others
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -136,7 +137,10 @@ def _stop_watchdog(agent: Any, within: float) -> None:
 def cmd_keygen(args: argparse.Namespace) -> int:
     from agent.keys import generate
 
-    priv, pub = generate(Path(args.out), overwrite=args.force)
+    try:
+        priv, pub = generate(Path(args.out), overwrite=args.force)
+    except OSError as err:  # exists, a symbolic link, no permission, no room
+        raise EdgeTwinError(f"keygen: {err}") from None
     print(f"private key: {priv} (mode 0600)\npublic key:  {pub}")
     return 0
 

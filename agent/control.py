@@ -62,6 +62,7 @@ from agent.clock import Clock, SystemClock
 from agent.codec import Header, Sealed, Verified, check_signature, open_envelope, pack, unpack
 from agent.config import AgentConfig, ControlConfig, TwinConfig
 from agent.errors import ConfigError, DeviceError, VerificationError
+from agent.files import state_db, state_dir
 from agent.keys import load_public
 from agent.localstate import commissioned
 from agent.outbox import Outbox
@@ -132,7 +133,7 @@ class ReplayGuard:
     PRUNE_EVERY = 256
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db = sqlite3.connect(state_db(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("DROP TABLE IF EXISTS seen")  # the seq window of earlier versions
         self._db.execute(
@@ -188,7 +189,7 @@ class ControlService:
         self._grants = load_trust(control.trust_file)
         self._keys = {kid: g.key for kid, g in self._grants.items()}
         data_dir = config.agent.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        state_dir(data_dir)
         self._replay = ReplayGuard(data_dir / "control.db")
         self.schedules = ScheduleRunner(
             ScheduleStore(data_dir / "control.db"), self._clock, self._apply_point

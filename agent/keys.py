@@ -3,13 +3,13 @@ and load a trust store (a folder of ``<kid>.pem`` public keys)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.errors import ConfigError
+from agent.files import write_private
 
 
 def public_path(private_path: Path) -> Path:
@@ -18,26 +18,22 @@ def public_path(private_path: Path) -> Path:
 
 
 def generate(private_path: Path, *, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write a new private key (PKCS#8 PEM, mode 0600) and its public key; return both paths."""
+    """Write a new private key (PKCS#8 PEM, mode 0600, no symbolic link followed: see
+    ``agent.files``) and its public key; return both paths."""
     pub_path = public_path(private_path)
-    if private_path.exists() and not overwrite:
-        raise FileExistsError(f"{private_path} exists; refusing to overwrite a key")
-    private_path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    os.chmod(private_path, 0o600)
-    pub_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+    write_private(private_path, pem, overwrite=overwrite)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    if pub_path.is_symlink():
+        raise FileExistsError(f"{pub_path} is a symbolic link; refusing to write through it")
+    pub_path.write_bytes(public)
     return private_path, pub_path
 
 

@@ -11,12 +11,12 @@ Writes are atomic (temporary file, then rename), so a reader never sees half a f
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agent.files import state_dir, write_state
 from twins.base import Twin, TwinState
 
 STATUS, TWINS, COMMISSIONING = "status.json", "twins.json", "commissioning.json"
@@ -24,9 +24,8 @@ ALARMS = "alarms.json"
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    """Replace ``path`` atomically with ``obj`` as JSON (mode 0640: ``agent.files``)."""
+    write_state(path, json.dumps(obj, indent=2, default=str))
 
 
 def read_json(data_dir: Path, name: str) -> Any:
@@ -90,5 +89,5 @@ def commissioned(data_dir: Path) -> dict[str, Any]:
 def record_commissioning(data_dir: Path, mrid: str, checks: list[dict[str, Any]]) -> None:
     records = commissioned(data_dir)
     records[mrid] = {"ts": time.time(), "checks": checks}
-    data_dir.mkdir(parents=True, exist_ok=True)
+    state_dir(data_dir)
     write_json(data_dir / COMMISSIONING, records)

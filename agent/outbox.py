@@ -35,6 +35,7 @@ from typing import Literal
 import aiosqlite
 
 from agent.errors import OutboxError
+from agent.files import state_db
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,7 @@ class Outbox:
         synchronous: Literal["full", "normal"] = "full",
         drop_notice: DropNotice | None = None,
     ) -> Outbox:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+        db = await aiosqlite.connect(state_db(path), isolation_level=None)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         await db.executescript(SCHEMA)

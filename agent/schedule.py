@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.clock import Clock
+from agent.files import state_db
 from twins.control import CurvePoint, Write
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class ScheduleStore:
     """The schedule in force per twin, in ``control.db`` (one row per twin)."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db = sqlite3.connect(state_db(path), isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(

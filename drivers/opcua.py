@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from agent.errors import DeviceRejected, DeviceUnavailable
+from agent.files import private_umask
 from agent.models import BAD_REFERENCE, FAILURE, GOOD, OLD_DATA, Quality, Reading, Validity, Value
 from drivers.base import DeviceConfig, PointSpec
 
@@ -141,14 +142,17 @@ class OpcUaDriver:
         cfg = self._config
         assert cfg.certificate and cfg.private_key and cfg.trust_dir
         cfg.certificate.parent.mkdir(parents=True, exist_ok=True)
-        await setup_self_signed_certificate(
-            cfg.private_key,
-            cfg.certificate,
-            cfg.application_uri,
-            socket.gethostname(),
-            [ExtendedKeyUsageOID.CLIENT_AUTH],
-            {"commonName": f"EdgeTwin {cfg.name}"},
-        )
+        with private_umask():  # asyncua writes the private key itself: 0600, not 0644
+            await setup_self_signed_certificate(
+                cfg.private_key,
+                cfg.certificate,
+                cfg.application_uri,
+                socket.gethostname(),
+                [ExtendedKeyUsageOID.CLIENT_AUTH],
+                {"commonName": f"EdgeTwin {cfg.name}"},
+            )
+        if cfg.private_key.exists() and cfg.private_key.stat().st_mode & 0o077:
+            cfg.private_key.chmod(0o600)  # made by an earlier version
         store = TrustStore([cfg.trust_dir], [])
         try:
             await store.load()

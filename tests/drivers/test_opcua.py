@@ -115,6 +115,8 @@ async def test_basic256sha256_with_username(
         (r,) = await drv.read([W])
     assert r.quality.is_good and r.value > 0  # type: ignore[operator]
     assert (folder / "agent" / "cert.der").exists()  # the agent's certificate was generated
+    key_mode = (folder / "agent" / "key.pem").stat().st_mode & 0o777
+    assert key_mode == 0o600, oct(key_mode)  # asyncua alone writes it 0644
 
 
 @pytest.mark.parametrize(
