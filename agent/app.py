@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 from typing import Any
 
@@ -100,11 +101,11 @@ class Agent:
             max_bytes=a.outbox.max_bytes,
             commit_interval=a.outbox.commit_interval_ms / 1000,
             drop_notice=self._drop_notice,
+            memory_bytes=a.outbox.memory_bytes,
+            reserve_bytes=a.outbox.reserve_bytes,
         )
         if self._engines:
-            self._rule_store = store = RuleStore(state_db(a.data_dir / "rules.db"))
-            for mrid, engine in self._engines.items():
-                engine.restore(store.load(mrid))
+            self._open_rule_store(restore=True)
         try:
             self.pipeline = pipeline = Pipeline(self.config.twins, outbox, self.clock)
             self.publisher = publisher = Publisher(
@@ -174,12 +175,33 @@ class Agent:
         return (f"{st['pending']} messages not yet committed (lost), {st['depth']} committed "
                 "(kept in the outbox for the next start)")  # fmt: skip
 
+    def _open_rule_store(self, *, restore: bool) -> None:
+        """``rules.db``; one that cannot be opened (a full disk) leaves the rules running from
+        the state they have, and is tried again at the next save."""
+        try:
+            self._rule_store = store = RuleStore(state_db(self.config.agent.data_dir / "rules.db"))
+            if restore:
+                for mrid, engine in self._engines.items():
+                    engine.restore(store.load(mrid))
+        except (sqlite3.Error, OSError) as err:
+            self._rule_store = None
+            log.error("rule state: rules.db cannot be opened (%s); rules run without it", err)
+
     async def _save_rules(self) -> None:
         """Write the rule states that changed (``edge_rules.store``) on a worker thread."""
         if self._rule_store is None:
-            return
+            if not self._engines:
+                return
+            self._open_rule_store(restore=False)
+            if self._rule_store is None:
+                return
         changed = {mrid: e.snapshot() for mrid, e in self._engines.items()}
-        await asyncio.to_thread(self._rule_store.save, changed)
+        try:
+            await asyncio.to_thread(self._rule_store.save, changed)
+        except sqlite3.Error as err:  # a full disk: the states stay in memory, saved later
+            log.warning("rule state: not saved (%s)", err)
+            for engine in self._engines.values():
+                engine.unsaved()
 
     async def _save_rules_loop(self) -> None:
         while True:

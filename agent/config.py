@@ -64,7 +64,15 @@ class SigningConfig(_Strict):
 
 
 class OutboxConfig(_Strict):
-    max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024)
+    max_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024 * 1024, le=2**50, description="the database on disk"
+    )
+    memory_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024 * 1024, le=2**40, description="held while the disk is full"
+    )
+    reserve_bytes: int = Field(
+        4 * 1024 * 1024, ge=0, le=2**32, description="set aside, released when the disk fills"
+    )
     commit_interval_ms: int = Field(20, ge=1, le=5000)
     hist_after_s: float = Field(5.0, ge=0, description="older than this when published: hist")
 

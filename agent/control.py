@@ -47,6 +47,7 @@ the rest are only counted (by reason).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import tomllib
@@ -133,34 +134,51 @@ class ReplayGuard:
     PRUNE_EVERY = 256
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(state_db(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("DROP TABLE IF EXISTS seen")  # the seq window of earlier versions
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS nonces (kid TEXT, seq INTEGER, until_ms INTEGER, "
-            "PRIMARY KEY (kid, seq))"
-        )
+        self._path = path
+        self._db: sqlite3.Connection | None = None
         self._accepted = 0
+        with contextlib.suppress(sqlite3.Error, OSError):  # a full disk: opened when needed
+            self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        """The database, opened now if it could not be before; raises ``sqlite3.Error`` or
+        ``OSError`` (a full disk): the caller refuses the command, never executes it."""
+        if self._db is None:
+            db = sqlite3.connect(state_db(self._path), isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("DROP TABLE IF EXISTS seen")  # the seq window of earlier versions
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS nonces (kid TEXT, seq INTEGER, until_ms INTEGER,"
+                    " PRIMARY KEY (kid, seq))"
+                )
+            except sqlite3.Error:
+                db.close()
+                raise
+            self._db = db
+        return self._db
 
     def seen(self, kid: str, seq: int) -> bool:
-        row = self._db.execute("SELECT 1 FROM nonces WHERE kid = ? AND seq = ?", (kid, seq))
+        row = self._open().execute("SELECT 1 FROM nonces WHERE kid = ? AND seq = ?", (kid, seq))
         return row.fetchone() is not None
 
     def accept(self, kid: str, seq: int, until_ms: int, now_ms: int) -> bool:
         """Record ``(kid, seq)`` until ``until_ms`` and return True, unless it was seen."""
+        db = self._open()
         try:
-            self._db.execute(
+            db.execute(
                 "INSERT INTO nonces (kid, seq, until_ms) VALUES (?, ?, ?)", (kid, seq, until_ms)
             )
         except sqlite3.IntegrityError:
             return False
         self._accepted += 1
         if self._accepted % self.PRUNE_EVERY == 0:
-            self._db.execute("DELETE FROM nonces WHERE until_ms < ?", (now_ms,))
+            db.execute("DELETE FROM nonces WHERE until_ms < ?", (now_ms,))
         return True
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
 
 class Refused(Exception):
@@ -255,7 +273,7 @@ class ControlService:
         deadline = self._deadline(header)
         if now_ms > deadline:
             raise Refused("expired", f"{(now_ms - deadline) / 1000:.1f} s ago")
-        if self._replay.seen(header.kid, header.seq):
+        if _storage(self._replay.seen, header.kid, header.seq):
             raise Refused("replayed", f"seq {header.seq} from {header.kid} was seen before")
         return deadline
 
@@ -399,7 +417,7 @@ class ControlService:
             raise Refused("unauthorized", f"key {header.kid} may not {command.action} {mrid}")
         now_ms = int(self._clock.time() * 1000)
         keep_until = deadline + int(self._control.max_lifetime_s * 1000)  # clock steps back
-        if not self._replay.accept(header.kid, header.seq, keep_until, now_ms):
+        if not _storage(self._replay.accept, header.kid, header.seq, keep_until, now_ms):
             raise Refused("replayed", f"seq {header.seq} from {header.kid} was seen before")
         if mrid not in commissioned(self._config.agent.data_dir):
             raise Refused("not_commissioned", "run: edgetwin commission CONFIG MRID")
@@ -454,7 +472,7 @@ class ControlService:
         self, mrid: str, header: Header, command: Command, command_mrid: str | None
     ) -> dict[str, Any]:
         schedule = Schedule(mrid, header.kid, header.ts, command_mrid, command.schedule)
-        self.schedules.accept(schedule)
+        _storage(self.schedules.accept, schedule)  # stored before it runs, or refused
         self.counters["schedules_accepted"] += 1
         log.info("control: schedule of %d points accepted for %s", len(schedule.points), mrid)
         return {"result": "accepted", "points": len(schedule.points)}
@@ -548,6 +566,15 @@ class ControlService:
                 if (s := self.schedules.in_force(mrid)) is not None
             },
         }
+
+
+def _storage(call: Callable[..., Any], *args: Any) -> Any:
+    """A ``control.db`` operation; a database that cannot be written (a full disk) refuses the
+    command -- replay protection that cannot record is no protection."""
+    try:
+        return call(*args)
+    except (sqlite3.Error, OSError) as err:
+        raise Refused("storage_unavailable", f"control.db: {err}") from None
 
 
 @dataclass(frozen=True, slots=True)

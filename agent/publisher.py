@@ -249,7 +249,8 @@ class Publisher:
                         continue
                     signing = asyncio.create_task(asyncio.to_thread(self._sign_batch, rows))
                 batch = await signing
-                cursor = batch[-1][0].seq
+                # drop notices come first, out of seq order: the cursor follows the backlog
+                cursor = max((r.seq for r, _ in batch if not r.urgent), default=cursor)
                 # sign the next batch on a worker thread while this one is published
                 outbox.new_rows.clear()
                 rows = await outbox.fetch(cursor, FETCH_BATCH)

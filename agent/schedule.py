@@ -60,24 +60,45 @@ class ScheduleStore:
     """The schedule in force per twin, in ``control.db`` (one row per twin)."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(state_db(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS schedules (mrid TEXT PRIMARY KEY, kid TEXT, ts_ms INTEGER,"
-            " command_mrid TEXT, points TEXT)"
-        )
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+        with contextlib.suppress(sqlite3.Error, OSError):  # a full disk: opened when needed
+            self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        """The database (opened now if it could not be before); raises ``sqlite3.Error`` or
+        ``OSError`` when it cannot be written, so a schedule is refused rather than run
+        unstored."""
+        if self._db is None:
+            db = sqlite3.connect(state_db(self._path), isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS schedules (mrid TEXT PRIMARY KEY, kid TEXT, "
+                    "ts_ms INTEGER, command_mrid TEXT, points TEXT)"
+                )
+            except sqlite3.Error:
+                db.close()
+                raise
+            self._db = db
+        return self._db
 
     def save(self, s: Schedule) -> None:
         points = [[p.start, [[w.field, w.value] for w in p.writes]] for p in s.points]
-        self._db.execute(
+        self._open().execute(
             "INSERT OR REPLACE INTO schedules VALUES (?, ?, ?, ?, ?)",
             (s.mrid, s.kid, s.ts_ms, s.command_mrid, json.dumps(points)),
         )
 
     def load(self) -> dict[str, Schedule]:
         out = {}
-        for mrid, kid, ts_ms, command_mrid, points in self._db.execute("SELECT * FROM schedules"):
+        try:
+            rows = self._open().execute("SELECT * FROM schedules").fetchall()
+        except (sqlite3.Error, OSError) as err:
+            log.error("schedules: control.db cannot be read (%s); none resumed", err)
+            return {}
+        for mrid, kid, ts_ms, command_mrid, points in rows:
             curve = tuple(
                 CurvePoint(start, tuple(Write(f, v) for f, v in writes))
                 for start, writes in json.loads(points)
@@ -86,7 +107,8 @@ class ScheduleStore:
         return out
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
 
 class ScheduleRunner:

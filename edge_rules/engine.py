@@ -212,6 +212,10 @@ class RuleEngine:
                 out[rule.key] = self._saved[rule.key] = text
         return out
 
+    def unsaved(self) -> None:
+        """The last snapshot could not be written: the next one includes every state."""
+        self._saved.clear()
+
     def restore(self, states: Mapping[str, str]) -> None:
         """Give each rule its saved state (JSON by key); rules with none start afresh."""
         for rule in self.rules:

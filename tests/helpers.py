@@ -74,3 +74,53 @@ async def discover_into_config(
     section = out.decode()
     body = section.replace("poll_interval_s = 1.0", "poll_interval_s = 0.2")
     return write_config(tmp_path, keys, mqtt_port, body), section
+
+
+class SmallFilesystem:
+    """A real file system of ``size`` bytes (tmpfs) mounted at ``path``, to fill up for real.
+    ``fill()`` takes all of its free space with a filler file; ``free()`` gives it back."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        import os
+        import subprocess
+
+        import pytest
+
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root (CI and developer machines are root)")
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       check=True, capture_output=True)  # fmt: skip
+        self.path = path
+        self._filler = path / "filler"
+
+    def available(self) -> int:
+        import os
+
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def fill(self, leave: int = 0) -> None:
+        """Take all free space, then give ``leave`` bytes of it back."""
+        import os
+
+        fd = os.open(self._filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            for chunk in (65536, 4096, 512):  # unbuffered: stop exactly where the disk does
+                try:
+                    while True:
+                        os.write(fd, b"\0" * chunk)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+        if leave:
+            os.truncate(self._filler, max(0, self._filler.stat().st_size - leave))
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+    def unmount(self) -> None:
+        import subprocess
+
+        subprocess.run(["umount", "-l", str(self.path)], check=False, capture_output=True)

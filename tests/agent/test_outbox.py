@@ -75,19 +75,21 @@ async def test_full_outbox_drops_oldest_telemetry_first_then_events(tmp_path: Pa
         notices.append((r, n, klass))
         return "notice", b"n"
 
-    box = await open_box(tmp_path / "o.db", max_bytes=64 * 1024, drop_notice=notice)
-    payload = b"x" * 1000
+    box = await open_box(tmp_path / "o.db", max_bytes=2 * 1024 * 1024, drop_notice=notice)
+    payload = b"x" * 10_000
     box.submit("event", payload, EVENT)  # seq 1: an event, older than all telemetry
     for _ in range(40):
         box.submit("tele", payload, TELEMETRY)  # seq 2..41
     await box.commit()
     assert box.bytes <= box.max_bytes
-    for _ in range(40):
+    for _ in range(200):
         box.submit("tele", payload, TELEMETRY)
     await box.commit()
     assert box.bytes <= box.max_bytes
     rows = await box.fetch(0, 1000)
-    assert rows[0].seq == 1 and rows[0].topic == "event"  # the old event survived
+    assert rows[0].urgent and rows[0].topic == "notice"  # the drop notice goes out first
+    backlog = [r for r in rows if not r.urgent]
+    assert backlog[0].seq == 1 and backlog[0].topic == "event"  # the old event survived
     dropped = box.counters["dropped_telemetry"]
     assert dropped > 0 and box.counters.get("dropped_events", 0) == 0
     # the oldest telemetry went first: everything dropped is older than everything kept
@@ -104,22 +106,22 @@ async def test_full_outbox_drops_oldest_telemetry_first_then_events(tmp_path: Pa
 
 
 async def test_events_dropped_only_when_no_telemetry_is_left(tmp_path: Path) -> None:
-    box = await open_box(tmp_path / "o.db", max_bytes=64 * 1024)
-    for _ in range(100):
-        box.submit("event", b"e" * 1000, EVENT)
+    box = await open_box(tmp_path / "o.db", max_bytes=1024 * 1024)
+    for _ in range(200):
+        box.submit("event", b"e" * 10_000, EVENT)
     await box.commit()
     assert box.counters["dropped_events"] > 0 and box.bytes <= box.max_bytes
     await box.close()
 
 
 async def test_in_flight_rows_are_not_dropped(tmp_path: Path) -> None:
-    box = await open_box(tmp_path / "o.db", max_bytes=64 * 1024)
+    box = await open_box(tmp_path / "o.db", max_bytes=1024 * 1024)
     for _ in range(30):
-        box.submit("tele", b"x" * 1000)
+        box.submit("tele", b"x" * 10_000)
     await box.commit()
     in_flight = await box.fetch(0, 10)  # seq 1..10 handed to the publisher
-    for _ in range(60):
-        box.submit("tele", b"x" * 1000)
+    for _ in range(150):
+        box.submit("tele", b"x" * 10_000)
     await box.commit()
     remaining = {r.seq for r in await box.fetch(0, 1000)}
     assert {r.seq for r in in_flight} <= remaining
@@ -189,3 +191,84 @@ async def test_closing_while_the_writer_commits_loses_nothing(tmp_path: Path) ->
     assert box.counters.get("write_errors", 0) == 0 and box.last_error is None
     rows = sqlite3.connect(db).execute("select topic, count(*) from outbox group by topic")
     assert dict(rows.fetchall()) == {"a": 20_000, "b": 100}
+
+
+# -- drops are exact and announced first; the cap holds on disk (issue 11) ----------------------
+def agent_like_notice(r: list[tuple[int, int]], n: int, klass: int) -> tuple[str, bytes]:
+    """A notice the size of the agent's (agent id, ranges, counts, reason, time)."""
+    import msgpack
+
+    body = {"agentId": "substation-demo-01", "droppedSeqRanges": [list(x) for x in r],
+            "count": n, "class": "event" if klass else "telemetry",
+            "reason": "outbox size limit", "ts": 1_796_000_000_000}  # fmt: skip
+    return "openfmb/edgetwin/OutboxDropNotice/substation-demo-01", msgpack.packb(body)
+
+
+async def test_no_event_is_dropped_while_telemetry_is_queued_and_notices_go_first(
+    tmp_path: Path,
+) -> None:
+    box = await open_box(
+        tmp_path / "o.db", max_bytes=2 * 1024 * 1024, drop_notice=agent_like_notice
+    )
+    for _ in range(30):  # 30 episodes over the cap, events among the telemetry
+        box.submit("event", bytes(300), EVENT)
+        for _ in range(200):
+            box.submit("tele", bytes(2200), TELEMETRY)
+        await box.commit()
+    assert box.counters["dropped_telemetry"] > 0
+    assert box.counters.get("dropped_events", 0) == 0  # one was lost per episode before
+    rows = await box.fetch(0, 100)
+    notices = [r for r in rows if r.urgent]
+    assert notices and rows[: len(notices)] == notices  # ahead of the backlog
+    backlog = [r for r in rows if not r.urgent]
+    assert all(n.seq > backlog[0].seq for n in notices)  # each keeps its own, later seq
+    await box.close()
+
+
+def file_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+
+
+async def test_the_cap_holds_for_the_file_on_disk_and_the_file_shrinks_after_a_drain(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "o.db"
+    cap = 16 * 1024 * 1024
+    box = await open_box(db, max_bytes=cap, drop_notice=agent_like_notice)
+    for _ in range(40):  # ~35 MB of 2.2 KB profiles: over twice the cap
+        for _ in range(400):
+            box.submit("tele", bytes(2200))
+        await box.commit()
+    on_disk = file_bytes(db)
+    assert on_disk <= cap * 1.05, (on_disk, cap)  # was 1.8x what the cap counted
+    assert box.disk_bytes <= cap
+    rows = await box.fetch(0, 100_000)
+    for r in rows:
+        box.ack(r.seq)
+    for _ in range(20):  # the writer's idle commits give the pages back, 2 MiB at a time
+        await box.commit()
+    assert box.depth == 0
+    assert file_bytes(db) < 6 * 1024 * 1024, file_bytes(db)  # gave its pages back (was: never)
+    await box.close()
+
+
+async def test_a_lowered_cap_drops_in_bounded_steps(tmp_path: Path) -> None:
+    from agent.outbox import DROP_CHUNK
+
+    db = tmp_path / "o.db"
+    box = await open_box(db, max_bytes=1024**3)
+    for _ in range(20):
+        for _ in range(1000):
+            box.submit("tele", bytes(1000))
+        await box.commit()
+    await box.close()
+    box = await open_box(db, max_bytes=8 * 1024 * 1024)  # the operator lowers the cap
+    box.submit("tele", b"x")
+    await box.commit()
+    assert 0 < box.counters["dropped_telemetry"] <= DROP_CHUNK  # one bounded transaction
+    for _ in range(30):
+        box.submit("tele", b"x")
+        await box.commit()
+    assert box.disk_bytes <= 8 * 1024 * 1024, box.disk_bytes  # a few commits later
+    assert box.counters["dropped_telemetry"] > DROP_CHUNK
+    await box.close()
