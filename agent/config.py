@@ -13,7 +13,7 @@ import dataclasses
 import os
 import tomllib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent import registry
 from agent.errors import ConfigError, PluginError, validation_problems
+from agent.files import read_config_text, read_small
 from agent.keys import load_private
-from drivers.base import DeviceConfig
+from drivers.base import DeviceConfig, Host
 from edge_rules import config as rules_config
 from edge_rules.config import FloodSettings
 from edge_rules.interlock import Interlock, InterlockSettings
@@ -33,7 +34,7 @@ from twins.pointmap import PointEntry, ReportingSettings, load_raw, merged_point
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TlsConfig(_Strict):
@@ -44,7 +45,7 @@ class TlsConfig(_Strict):
 
 
 class MqttConfig(_Strict):
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     client_id: str | None = None
     username: str | None = None
@@ -80,7 +81,7 @@ class OutboxConfig(_Strict):
 class HttpConfig(_Strict):
     """The local HTTP server: /healthz, /readyz, /metrics and the status page."""
 
-    bind: str = Field("127.0.0.1", description="0.0.0.0 to reach it from outside the host")
+    bind: Host = Field("127.0.0.1", description="0.0.0.0 to reach it from outside the host")
     port: int = Field(9108, ge=0, le=65535, description="0: any free port")
 
 
@@ -216,12 +217,16 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
     ``environ`` defaults to ``os.environ``); raise ``ConfigError`` listing every problem."""
     file = Path(path)
     try:
-        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_config_text(file))
     except OSError as err:
         raise ConfigError([f"{file}: cannot read: {err.strerror or err}"]) from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError([f"{file}: not valid TOML: {err}"]) from err
+    except ValueError as err:  # not UTF-8, or not TOML (TOMLDecodeError is a ValueError)
+        what = "not valid TOML: " if isinstance(err, tomllib.TOMLDecodeError) else ""
+        raise ConfigError([f"{file}: {what}{err}"]) from err
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{file}: expected a table at the top level"])
     used = _override(raw, os.environ if environ is None else environ)
+    problems = [f"{file}: {where}: contains a NUL character" for where in _nuls(raw)]
     try:
         agent = AgentFile.model_validate(raw)
     except ValidationError as err:
@@ -231,7 +236,15 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
             lines = [
                 p.replace(f"{file}: {where}:", f"{file}: {where} (from ${var}):") for p in lines
             ]
-        raise ConfigError(lines) from err
+        # go on with what is valid, so one run of `check` reports the later stages' problems
+        # too (devices, point maps, rules, the trust file), not one stage at a time
+        lenient, errored = _without_errors(raw, err)
+        if lenient is None:
+            raise ConfigError(lines) from err
+        problems.extend(lines)
+        agent = lenient
+    else:
+        errored = set()
 
     base = file.resolve().parent  # relative paths in the file are relative to its folder
     agent = agent.model_copy(
@@ -245,10 +258,24 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
             )
             if agent.control
             else None,
+            "mqtt": agent.mqtt.model_copy(
+                update={
+                    "password_file": _absolute(base, agent.mqtt.password_file),
+                    "tls": agent.mqtt.tls.model_copy(
+                        update={
+                            k: _absolute(base, getattr(agent.mqtt.tls, k))
+                            for k in ("ca_file", "cert_file", "key_file")
+                        }
+                    )
+                    if agent.mqtt.tls
+                    else None,
+                }
+            ),
         }
     )
-    problems: list[str] = []
-    _check_key(file, agent.signing.key_file, problems)
+    if "signing" not in errored:
+        _check_key(file, agent.signing.key_file, problems)
+    _check_files(file, agent, problems)
     named: set[str] = set()
     devices, classes = _devices(file, base, agent, problems, named)
     interlocks: dict[str, Sequence[Interlock]] = {}
@@ -258,6 +285,72 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> A
     if problems:
         raise ConfigError(problems)
     return AgentConfig(file, agent, devices, classes, twins, interlocks)
+
+
+def _nuls(node: Any, path: tuple[int | str, ...] = ()) -> Iterator[str]:
+    """Where a string holds a NUL (no file name or host may); such entries are removed."""
+    # lists back to front, so that removing an entry does not shift those still to visit
+    items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))[::-1]
+    for key, value in items:
+        if isinstance(value, str) and "\x00" in value:
+            yield _loc([*path, key])
+            del node[key]
+        elif isinstance(value, dict | list):
+            yield from _nuls(value, (*path, key))
+
+
+def _without_errors(raw: dict[str, Any], err: ValidationError) -> tuple[AgentFile | None, set[str]]:
+    """``raw`` with each part that failed replaced by its default (a device or twin entry that
+    failed is left out), validated again -- or None if even that fails -- and the top-level
+    sections so replaced."""
+    errored: set[str] = set()
+    bad_items: dict[str, set[int]] = {}
+    for e in err.errors():
+        loc = e["loc"]
+        if not loc:
+            return None, errored
+        section = str(loc[0])
+        if section in ("devices", "twins") and len(loc) > 1 and isinstance(loc[1], int):
+            bad_items.setdefault(section, set()).add(loc[1])
+        else:
+            errored.add(section)
+    lenient = {k: v for k, v in raw.items() if k not in errored}
+    for section, bad in bad_items.items():
+        items = raw.get(section)
+        if isinstance(items, list):
+            lenient[section] = [x for i, x in enumerate(items) if i not in bad]
+    lenient.setdefault("agent_id", "check")
+    lenient.setdefault("signing", {"key_file": "-", "key_id": "check"})
+    if "signing" not in raw:
+        errored.add("signing")
+    try:
+        return AgentFile.model_validate(lenient), errored
+    except ValidationError:
+        return None, errored
+
+
+def _check_files(file: Path, agent: AgentFile, problems: list[str]) -> None:
+    """Everything else ``run`` reads at start: the trust file and its keys, the broker
+    password file and TLS files -- read here too, so `check` passes only what `run` accepts."""
+    from agent.trust import load_trust
+
+    if agent.control is not None:
+        try:
+            load_trust(agent.control.trust_file)
+        except ConfigError as err:
+            problems.extend(f"{file}: control.trust_file: {line}" for line in err.problems)
+    mqtt = agent.mqtt
+    reads = {"mqtt.password_file": mqtt.password_file}
+    if mqtt.tls is not None:
+        reads.update({f"mqtt.tls.{k}": getattr(mqtt.tls, k) for k in ("ca_file", "cert_file",
+                                                                       "key_file")})  # fmt: skip
+    for key, path in reads.items():
+        if path is None:
+            continue
+        try:
+            read_small(path)
+        except OSError as err:
+            problems.append(f"{file}: {key}: cannot read {path}: {err.strerror or err}")
 
 
 def _check_key(file: Path, key_file: Path, problems: list[str]) -> None:

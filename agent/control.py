@@ -50,25 +50,22 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import tomllib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from agent.clock import Clock, SystemClock
 from agent.codec import Header, Sealed, Verified, check_signature, open_envelope, pack, unpack
 from agent.config import AgentConfig, ControlConfig, TwinConfig
-from agent.errors import ConfigError, DeviceError, VerificationError
+from agent.errors import DeviceError, VerificationError
 from agent.files import state_db, state_dir
-from agent.keys import load_public
 from agent.localstate import commissioned
 from agent.outbox import Outbox
 from agent.running import RunningDevice
 from agent.schedule import Schedule, ScheduleRunner, ScheduleStore
+from agent.trust import load_trust
 from twins.base import event_message
 from twins.control import (
     BadCommand,
@@ -85,39 +82,6 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 50_000  # commands waiting for verification (also bounded in bytes)
 VERIFY_BATCH = 64
 SHED_LISTED = 500  # (kid, seq) pairs named in one shed answer; more are counted
-
-
-@dataclass(frozen=True)
-class Grant:
-    key: Ed25519PublicKey
-    twins: frozenset[str]  # mRIDs, or {"*"}
-    actions: frozenset[str]  # action names, or {"*"}
-
-    def allows(self, mrid: str, action: str) -> bool:
-        return ("*" in self.twins or mrid in self.twins) and (
-            "*" in self.actions or action in self.actions
-        )
-
-
-def load_trust(path: Path) -> dict[str, Grant]:
-    """The control trust file: ``[[keys]] kid, public_key (path), twins, actions``."""
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError([f"{path}: {err}"]) from err
-    grants: dict[str, Grant] = {}
-    for i, entry in enumerate(raw.get("keys", [])):
-        try:
-            key_path = Path(entry["public_key"])
-            key_path = key_path if key_path.is_absolute() else path.parent / key_path
-            grants[str(entry["kid"])] = Grant(
-                load_public(key_path),
-                frozenset(entry.get("twins", [])),
-                frozenset(entry.get("actions", [])),
-            )
-        except (KeyError, OSError, ValueError) as err:
-            raise ConfigError([f"{path}: keys[{i}]: {err}"]) from err
-    return grants
 
 
 class ReplayGuard:

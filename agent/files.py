@@ -17,12 +17,47 @@ What it leaves to others: what goes into the files.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 PRIVATE, STATE, STATE_DIR = 0o600, 0o640, 0o750
+
+
+CONFIG_LIMIT = 4 * 1024 * 1024  # a config, point map, trust file or key larger than this
+
+
+def read_small(path: Path, limit: int = CONFIG_LIMIT) -> bytes:
+    """A configuration file's bytes: a regular file of at most ``limit`` bytes. Raises
+    ``OSError`` with a reason for anything else -- ``/dev/zero``, a FIFO that would block, a
+    folder -- so that reading a config can neither hang nor exhaust memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = os.read(fd, limit + 1)
+        chunks = [data]
+        while data and sum(map(len, chunks)) <= limit:
+            data = os.read(fd, limit + 1)
+            chunks.append(data)
+        out = b"".join(chunks)
+    finally:
+        os.close(fd)
+    if len(out) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit // 1024} KiB", str(path))
+    return out
+
+
+def read_config_text(path: Path, limit: int = CONFIG_LIMIT) -> str:
+    """``read_small`` decoded as UTF-8; raises ``ValueError`` naming the first bad byte."""
+    data = read_small(path, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"not UTF-8 text (byte {err.start + 1}, line {line})") from None
 
 
 def _refuse_link(path: Path) -> None:

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.errors import ConfigError
-from agent.files import write_private
+from agent.files import read_small, write_private
 
 
 def public_path(private_path: Path) -> Path:
@@ -39,7 +39,7 @@ def generate(private_path: Path, *, overwrite: bool = False) -> tuple[Path, Path
 
 def load_private(path: Path) -> Ed25519PrivateKey:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(read_small(path), password=None)
     except OSError as err:
         raise ConfigError(
             [f"cannot read {path}: {err.strerror} (create one with: edgetwin keygen --out {path})"]
@@ -52,7 +52,7 @@ def load_private(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(path.read_bytes())
+    key = serialization.load_pem_public_key(read_small(path))
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError(f"{path}: not an Ed25519 public key")
     return key

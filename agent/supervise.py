@@ -48,7 +48,7 @@ LABEL = "edgetwin.asset"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SupervisorSettings(_Strict):

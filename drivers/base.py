@@ -25,11 +25,13 @@ Optional abilities (discovery, subscriptions) are separate protocols so this one
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from agent.models import Reading, Value
 
@@ -54,10 +56,33 @@ class PointSpec:
     order: WordOrder = "ABCD"
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def check_host(value: str) -> str:
+    """A host name (RFC 1123) or an IPv4 / IPv6 address: no spaces, no newlines, no empty
+    labels, and dotted numbers only as a real IPv4 address (``999.1.1.1`` is refused)."""
+    text = value.strip("[]") if value.startswith("[") else value
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", text):
+        raise ValueError(f"{value!r} is not a valid IPv4 address")
+    labels = text.rstrip(".").split(".")
+    if not text or len(text) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{value!r} is not a host name or an IP address")
+    return text
+
+
+Host = Annotated[str, AfterValidator(check_host)]
+
+
 class DeviceConfig(BaseModel):
     """Settings every device has, whatever its driver. Drivers extend this model."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="unique device name")
     driver: str

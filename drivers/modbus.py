@@ -25,7 +25,7 @@ from pymodbus.framer import FramerType
 
 from agent.errors import DeviceRejected
 from agent.models import BAD_REFERENCE, FAILURE, GOOD, OVERFLOW, Reading, Value
-from drivers.base import DeviceConfig, PointSpec
+from drivers.base import DeviceConfig, Host, PointSpec
 from drivers.modbus_link import ModbusLink
 from drivers.modbus_plan import BIT_TABLES, MAX_BITS, MAX_REGISTERS, TABLES, Block, plan_blocks
 from drivers.regcodec import decode, encode, register_count
@@ -54,7 +54,7 @@ class ModbusConfig(DeviceConfig):
 class ModbusTcpConfig(ModbusConfig):
     """A Modbus TCP device, or one unit id behind a Modbus TCP gateway."""
 
-    host: str
+    host: Host
     port: int = Field(502, ge=1, le=65535)
 
 

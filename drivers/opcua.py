@@ -29,12 +29,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.errors import DeviceRejected, DeviceUnavailable
 from agent.files import private_umask
 from agent.models import BAD_REFERENCE, FAILURE, GOOD, OLD_DATA, Quality, Reading, Validity, Value
-from drivers.base import DeviceConfig, PointSpec
+from drivers.base import DeviceConfig, PointSpec, check_host
 
 NODE_ID = re.compile(r"^(ns=\d+;|nsu=[^;]+;)?(i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=.+)$")
 QUESTIONABLE = Quality(Validity.QUESTIONABLE, frozenset({"inaccurate"}))
@@ -53,6 +53,21 @@ class OpcUaConfig(DeviceConfig):
     username: str | None = None
     password: str | None = None
     password_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_host(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(value)
+            port = parts.port  # raises ValueError beyond 0..65535
+        except ValueError as err:
+            raise ValueError(f"{value!r}: {err}") from None
+        check_host(parts.hostname or "")
+        if port is None:
+            raise ValueError(f"{value!r} needs a port, e.g. opc.tcp://host:4840")
+        return value
 
     @model_validator(mode="after")
     def _security_needs_files(self) -> OpcUaConfig:

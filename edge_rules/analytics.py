@@ -27,7 +27,7 @@ from edge_rules.kinds import Priority
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Delays(_Strict):

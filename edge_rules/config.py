@@ -42,14 +42,14 @@ PHASES = ("phsA", "phsB", "phsC")
 class FloodSettings(BaseModel):
     """Agent-wide: an alarm raised more than ``max_raises`` times in ``window_s`` is chattering."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_raises: int = Field(5, ge=1)
     window_s: float = Field(60.0, gt=0)
 
 
 class AnalyticsSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     nominal_v: float | None = Field(None, gt=0, description="line-to-neutral service voltage")
     voltage_fields: tuple[str, str, str] = tuple(f"readingMMXU.PhV.{p}" for p in PHASES)  # type: ignore[assignment]

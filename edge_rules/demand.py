@@ -35,7 +35,7 @@ from edge_rules.engine import Context
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DemandSettings(_Strict):

@@ -26,7 +26,7 @@ from edge_rules.expr import Expression, compile_expression
 
 
 class InterlockSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     action: str
     when: str | None = None

@@ -39,7 +39,7 @@ Priority = Literal["critical", "high", "medium", "low"]  # edge_rules.alarm.PRIO
 class Limits(BaseModel):
     """Alarm settings shared by every rule kind and analytic."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     above: float | None = None
     below: float | None = None

@@ -21,7 +21,7 @@ from agent.models import Quality, Validity, Value
 
 
 class QualitySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     old_after_polls: int | None = Field(3, ge=1, description="None: never mark oldData")
     range_check: bool = True

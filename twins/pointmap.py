@@ -34,7 +34,7 @@ BUILTIN_DIR = Path(__file__).parent / "pointmaps"
 class ReportingSettings(BaseModel):
     """Report-by-exception settings; every key optional so layers can override each other."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     deadband_abs: float | None = Field(None, ge=0)
     deadband_pct: float | None = Field(None, ge=0, le=100)
@@ -62,6 +62,8 @@ class PointEntry(ReportingSettings):
     def _check(self) -> PointEntry:
         if self.range is not None and self.range[1] <= self.range[0]:
             raise ValueError("range must be [low, high] with high > low")
+        if self.scale == 0:
+            raise ValueError("scale must not be 0 (every value would read 0; no write undoes it)")
         if self.deadband_pct is not None and self.range is None:
             raise ValueError("deadband_pct needs a range [low, high]")
         if (self.mask is not None or self.shift) and self.dtype.startswith("float"):
@@ -106,7 +108,7 @@ class PointEntry(ReportingSettings):
 
 
 class PointMap(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)
@@ -124,8 +126,13 @@ def resolve_path(ref: str, base_dir: Path) -> Path:
 
 def load_raw(path: Path) -> PointMap:
     """Read a point map file (raises OSError, tomllib.TOMLDecodeError, pydantic errors)."""
-    with path.open("rb") as fh:
-        return PointMap.model_validate(tomllib.load(fh))
+    from agent.files import read_config_text  # bounded: never /dev/zero, never a FIFO
+
+    try:
+        text = read_config_text(path)
+    except ValueError as err:  # not UTF-8
+        raise tomllib.TOMLDecodeError(str(err)) from None
+    return PointMap.model_validate(tomllib.loads(text))
 
 
 def merged_points(pm: PointMap) -> list[dict[str, Any]]:

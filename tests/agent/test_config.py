@@ -194,6 +194,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_environment_overrides_the_broker_and_secrets(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text(GOOD)
+    (tmp_path / "pw").write_text("secret\n")  # read by check as by run
     key = generate(tmp_path / "other.key")[0]
     env = {
         "EDGETWIN_MQTT_HOST": "broker.local",
