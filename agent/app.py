@@ -128,6 +128,7 @@ class Agent:
                 self.devices.append(
                     RunningDevice(dev, driver, points, pipeline.on_readings, self.clock)
                 )
+            await self._start_http()  # before anything runs: a port in use stops the start
             self.control = self._control(outbox)
             async with asyncio.TaskGroup() as tg:
                 pub_task = tg.create_task(publisher.run(), name="publisher")
@@ -142,7 +143,6 @@ class Agent:
                     loops.append(tg.create_task(self.control.run(), name="control"))
                 if self._rule_store is not None:
                     loops.append(tg.create_task(self._save_rules_loop(), name="rule-state"))
-                await self._start_http()
                 self.ready.set()
                 self.notifier.notify("READY=1", f"STATUS=polling {len(self.devices)} devices")
                 await stop.wait()

@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -575,15 +576,36 @@ class CommandListener:
         self._client = make_client(cfg, client_id)
         self._client.reconnect_delay_set(1, 30)
         self._client.on_connect = self._subscribe
+        self._client.on_connect_fail = self._connect_failed
         self._client.on_message = self._deliver
+        self._failing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self.subscribed = asyncio.Event()
 
     def _subscribe(self, client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if not reason.is_failure and self._topics:
+        if reason.is_failure:
+            self._failed(f"broker refused the control session: {reason} (reason {reason.value})")
+            return
+        if self._failing:
+            log.info("control: subscribed again to %d control topics", len(self._topics))
+        self._failing = False
+        if self._topics:
             client.subscribe([(t, 1) for t in self._topics])
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self.subscribed.set)
+
+    def _connect_failed(self, _c: Any, _u: Any) -> None:
+        from agent.mqtt import describe
+
+        err = sys.exc_info()[1]  # paho calls this inside its `except OSError:`
+        where = f"{self._cfg.host}:{self._cfg.port}"
+        self._failed(f"cannot connect to {where}: {describe(err) if err else 'failed'}")
+
+    def _failed(self, why: str) -> None:
+        """Logged once when the session fails, and once when it is back (not every retry)."""
+        if not self._failing:
+            log.warning("control: %s; no commands until it is back (retrying)", why)
+        self._failing = True
 
     def _deliver(self, _c: Any, _u: Any, msg: Any) -> None:
         if self._loop is not None:

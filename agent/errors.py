@@ -4,6 +4,7 @@
 
     EdgeTwinError
      ├── ConfigError            invalid configuration; nothing starts (names file, key, expectation)
+ ├── StartError             valid, but cannot start here (a port in use); nothing runs
      ├── PluginError            a plugin could not be found or loaded (fatal at start-up)
      ├── DeviceError            raised by drivers
      │    ├── DeviceUnavailable     no answer: timeout, connection refused or lost
@@ -17,11 +18,16 @@ on a third-party exception type.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
 class EdgeTwinError(Exception):
     """Base of every error EdgeTwin raises on purpose."""
+
+
+class StartError(EdgeTwinError):
+    """The agent cannot start as configured (e.g. its HTTP port is taken); one line says why."""
 
 
 class ConfigError(EdgeTwinError):
@@ -77,6 +83,12 @@ def validation_problems(err: Any) -> list[tuple[tuple[int | str, ...], str]]:
         elif e["type"] == "extra_forbidden":
             msg = "unknown key (not allowed here)"
         elif "input" in e and not isinstance(e["input"], dict | list):
-            msg += f" (got {e['input']!r})"
+            secret = any(isinstance(k, str) and SECRET.search(k) for k in e["loc"])
+            shown = "<hidden>" if secret else repr(e["input"])
+            msg += f" (got {shown[:200]})"
         out.append((tuple(e["loc"]), msg))
     return out
+
+
+#: keys whose values a config error never echoes
+SECRET = re.compile(r"password|secret|token|passphrase", re.IGNORECASE)

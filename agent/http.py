@@ -22,9 +22,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
+
+from agent.errors import StartError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,15 @@ class HttpServer:
         self.port = port  # the bound port (when 0 was asked, the one the system chose)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._bind, self._port)
+        """Listen; raises ``StartError`` (one line: where and why) when it cannot."""
+        try:
+            self._server = await asyncio.start_server(self._serve, self._bind, self._port)
+        except OSError as err:
+            raise StartError(
+                f"http: cannot listen on {self._bind}:{self._port}: "
+                f"{os.strerror(err.errno) if err.errno else err} "
+                "(another agent, or another program, has the port? see [http] port)"
+            ) from None
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("http: serving health, metrics and the status page on %s:%d", self._bind,
                  self.port)  # fmt: skip

@@ -6,6 +6,7 @@ and protocol version are set up in exactly one place.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from urllib.parse import urlparse
 
@@ -45,3 +46,21 @@ def make_client(cfg: MqttConfig, client_id: str) -> paho.Client:
         )
         client.tls_insecure_set(cfg.tls.insecure)
     return client
+
+
+def describe(err: BaseException) -> str:
+    """Why a connection to a broker failed, in one line an operator can act on."""
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return (f"TLS: the broker's certificate was not accepted ({err.verify_message}); "
+                "is mqtt.tls.ca_file the CA that signed it, and the host its name?")  # fmt: skip
+    if isinstance(err, ssl.SSLError):
+        return f"TLS: {err.reason or err}"
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on that port?)"
+    if isinstance(err, socket.gaierror):
+        return f"host name not found ({err.strerror})"
+    if isinstance(err, TimeoutError | socket.timeout):
+        return "no answer (timed out): a firewall, or the wrong host"
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return f"{type(err).__name__}: {err}"

@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sys
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
@@ -41,7 +42,7 @@ from paho.mqtt.properties import Properties
 from agent.backoff import Backoff
 from agent.codec import CONTENT_TYPE, Signer
 from agent.config import MqttConfig
-from agent.mqtt import make_client
+from agent.mqtt import describe, make_client
 from agent.outbox import Outbox, Row
 
 log = logging.getLogger(__name__)
@@ -111,15 +112,19 @@ class Publisher:
 
     async def _session(self, backoff: Backoff) -> None:
         loop = asyncio.get_running_loop()
-        connected: asyncio.Future[int] = loop.create_future()
+        connected: asyncio.Future[Any] = loop.create_future()  # a ReasonCode or an error
         lost = asyncio.Event()
         window = asyncio.Semaphore(self._cfg.max_inflight)
         inflight: dict[int, int] = {}
         self._inflight = inflight
 
         def on_connect(_c, _u, _f, reason, _p):
-            code = int(reason.value) if hasattr(reason, "value") else int(reason)
-            loop.call_soon_threadsafe(_resolve, connected, code)
+            loop.call_soon_threadsafe(_resolve, connected, reason)
+
+        def on_connect_fail(_c, _u):
+            # paho calls this inside its `except OSError:`, so the reason is at hand
+            err = sys.exc_info()[1]
+            loop.call_soon_threadsafe(_resolve, connected, err or OSError("connection failed"))
 
         def on_disconnect(_c, _u, _f, _reason, _p):
             loop.call_soon_threadsafe(lost.set)
@@ -139,20 +144,25 @@ class Publisher:
             topic, death = self._state_envelope(self._state.death(self._bdseq))
             client.will_set(topic, death, qos=1, retain=True, properties=self._props)
         client.on_connect = on_connect
+        client.on_connect_fail = on_connect_fail
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
         try:
             client.connect_async(self._cfg.host, self._cfg.port, keepalive=self._cfg.keepalive_s)
             client.loop_start()
+            where = f"{self._cfg.host}:{self._cfg.port}"
             try:
                 async with asyncio.timeout(self._connect_timeout):  # (see agent.running)
-                    code = await connected
+                    outcome = await connected
             except TimeoutError:
+                raise ConnectionError(f"no CONNACK from {where} within "
+                                      f"{self._connect_timeout:g} s") from None  # fmt: skip
+            if isinstance(outcome, BaseException):
+                raise ConnectionError(f"cannot connect to {where}: {describe(outcome)}")
+            if outcome.is_failure:
                 raise ConnectionError(
-                    f"no CONNACK from {self._cfg.host}:{self._cfg.port}"
-                ) from None
-            if code != 0:
-                raise ConnectionError(f"broker refused the connection (reason {code})")
+                    f"broker {where} refused the connection: {outcome} (reason {outcome.value})"
+                )
             self.connected = True
             self.connects += 1
             backoff.reset()
@@ -294,6 +304,6 @@ def _close(client: paho.Client) -> None:
     client.loop_stop()
 
 
-def _resolve(fut: asyncio.Future[int], code: int) -> None:
+def _resolve(fut: asyncio.Future[Any], outcome: Any) -> None:
     if not fut.done():
-        fut.set_result(code)
+        fut.set_result(outcome)

@@ -174,3 +174,30 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     rest, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, "".join(lines) + rest
     assert "summary:" in rest and "Traceback" not in rest
+
+
+def test_an_http_port_in_use_ends_run_with_one_line(
+    mosquitto: Mosquitto, make_config: Callable[..., Path]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = make_config(mqtt_port=mosquitto.port, devices=[("meter1", free_port())])
+        cfg.write_text(cfg.read_text() + f"\n[http]\nport = {port}\n")
+        r = edgetwin("run", str(cfg))
+    assert r.returncode == 2, r.stderr
+    assert f"error: http: cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_numeric_password_is_never_echoed(
+    tmp_path: Path, make_config: Callable[..., Path]
+) -> None:
+    cfg = make_config(mqtt_port=1883, devices=[("meter1", 5020)])
+    cfg.write_text(cfg.read_text().replace("[mqtt]\n", "[mqtt]\npassword = 8675309\n", 1))
+    r = edgetwin("check", str(cfg))
+    assert r.returncode == 2 and "mqtt.password" in r.stderr
+    assert "8675309" not in r.stderr and "<hidden>" in r.stderr

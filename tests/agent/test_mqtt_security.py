@@ -121,3 +121,40 @@ async def test_wrong_password_is_refused_retried_and_nothing_is_lost(
         # the TLS handshake and the CONNACK take their time on a loaded machine: wait for it
         await until(lambda: "refused the connection" in caplog.text, 30, "the refusal logged")
         assert not agent.publisher.connected and agent.publisher.acked == 0  # type: ignore[union-attr]
+
+
+# -- loud, one-line failures, at the moment they happen (issue 11) ------------------------------
+async def test_a_broker_certificate_from_another_ca_is_named_as_such(
+    secure_broker: tuple[Mosquitto, Path],
+    make_config: Callable[..., Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker, _ = secure_broker
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    other_ca = _pem(
+        tmp_path / "other-ca.pem", _cert("Some other CA", other_key, other_key, None, ca=True)
+    )
+    caplog.set_level(logging.WARNING, logger="agent")
+    (tmp_path / "mqtt.password").write_text("s3cret\n")
+    mqtt = {"username": "edgetwin", "password_file": tmp_path / "mqtt.password",
+            "tls": {"ca_file": other_ca}}  # fmt: skip
+    async with MeterSimulator(port=free_port()) as sim:
+        cfg = make_config(mqtt_port=broker.port, devices=[("meter1", sim.port)], mqtt_extra=mqtt)
+        async with running(cfg):
+            await until(lambda: "certificate was not accepted" in caplog.text, 30, "the TLS reason")
+    assert "self-signed certificate in certificate chain" in caplog.text  # OpenSSL's words
+    assert "no CONNACK" not in caplog.text
+
+
+async def test_a_refused_connection_is_logged_with_its_reason(
+    make_config: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agent")
+    async with MeterSimulator(port=free_port()) as sim:
+        cfg = make_config(mqtt_port=free_port(), devices=[("meter1", sim.port)])
+        async with running(cfg):
+            await until(lambda: "connection refused" in caplog.text, 30, "the socket reason")
+    lines = [r.getMessage() for r in caplog.records if "connection refused" in r.getMessage()]
+    assert lines[0].startswith("mqtt: cannot connect to 127.0.0.1:") and "\n" not in lines[0]
+    assert len(lines) == 1  # once, not at every retry
