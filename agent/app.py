@@ -23,13 +23,14 @@ from agent.clock import Clock, SystemClock
 from agent.codec import Signer, pack
 from agent.config import AgentConfig
 from agent.control import CommandListener, ControlService
-from agent.files import state_db, state_dir
+from agent.files import state_db
 from agent.http import HttpServer
 from agent.keys import load_private
 from agent.localstate import (
     ALARMS,
     STATUS,
     TWINS,
+    AgentLock,
     active_alarms,
     commissioned,
     summary,
@@ -93,9 +94,17 @@ class Agent:
         return agent_topic(a.mqtt.topic_prefix, "OutboxDropNotice", a.agent_id), pack(body)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then stop cleanly (see the module docstring)."""
+        lock = AgentLock(self.config.agent.data_dir)
+        lock.acquire()  # one agent per data folder; readers see that it is running
+        try:
+            await self._run(stop)
+        finally:
+            lock.release()
+
+    async def _run(self, stop: asyncio.Event) -> None:
         a = self.config.agent
         signer = Signer(load_private(a.signing.key_file), a.signing.key_id)
-        state_dir(a.data_dir)
         self.outbox = outbox = await Outbox.open(
             a.data_dir / "outbox.db",
             max_bytes=a.outbox.max_bytes,

@@ -145,21 +145,39 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _local(config_path: str, name: str) -> Any:
+def _local(config_path: str, name: str) -> tuple[Any, dict[str, Any]]:
+    """A state file the agent writes, and its freshness (``agent.localstate.freshness``)."""
     from agent.config import load_config
-    from agent.localstate import read_json
+    from agent.localstate import freshness, read_json
 
     cfg = load_config(config_path)
     try:
-        return read_json(cfg.agent.data_dir, name)
+        return read_json(cfg.agent.data_dir, name), freshness(cfg.agent.data_dir, name)
     except FileNotFoundError:
         raise EdgeTwinError(f"no {name} yet in {cfg.agent.data_dir} (has the agent run?)") from None
+
+
+def freshness_line(info: dict[str, Any]) -> str:
+    from agent.localstate import freshness_line as line
+
+    return line(info)
+
+
+def _stale(info: dict[str, Any]) -> bool:
+    if not info["agent_running"]:
+        print(freshness_line(info), file=sys.stderr)
+        return True
+    return False
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from agent.localstate import STATUS
 
-    print(json.dumps(_local(args.config, STATUS), indent=2))
+    status, info = _local(args.config, STATUS)
+    if _stale(info):  # a device is not "available" because a dead agent last saw it so
+        for device in (status.get("devices") or {}).values():
+            device["available"] = None
+    print(json.dumps({"state": info, **status}, indent=2))
     return 0
 
 
@@ -167,13 +185,15 @@ def cmd_twin(args: argparse.Namespace) -> int:
     """``twin list``: one line per twin; ``twin show MRID``: every point, value and quality."""
     from agent.localstate import TWINS
 
-    twins = _local(args.config, TWINS)
+    twins, info = _local(args.config, TWINS)
+    stale = not info["agent_running"]
+    print(freshness_line(info))
     if args.action == "list":
         print(f"{'mRID':<36}  {'kind':<6} {'device':<14} {'avail':<5} {'comm':<4} bad  name")
         for mrid, t in twins.items():
             bad = sum(1 for p in t["points"].values() if p["quality"]["validity"] != "good")
             avail, comm = (
-                ("yes" if t["available"] else "NO"),
+                ("?" if stale else "yes" if t["available"] else "NO"),
                 ("yes" if t["commissioned"] else "no"),
             )
             print(
@@ -186,7 +206,7 @@ def cmd_twin(args: argparse.Namespace) -> int:
         raise EdgeTwinError(f"no twin {args.mrid} (known: {', '.join(twins)})")
     print(
         f"{t['name']} ({t['kind']}, mRID {args.mrid}) on {t['device']}: "
-        f"{'available' if t['available'] else 'UNAVAILABLE'}, "
+        f"{'unknown' if stale else 'available' if t['available'] else 'UNAVAILABLE'}, "
         f"{'commissioned' if t['commissioned'] else 'not commissioned'}"
     )
     for field, p in t["points"].items():
@@ -208,12 +228,13 @@ def cmd_alarms(args: argparse.Namespace) -> int:
     """Active alarms of the running agent, highest priority first (from ``alarms.json``)."""
     from agent.localstate import ALARMS
 
-    alarms = _local(args.config, ALARMS)
+    alarms, info = _local(args.config, ALARMS)
     if args.json:
-        print(json.dumps(alarms, indent=2))
+        print(json.dumps({"state": info, "alarms": alarms}, indent=2))
         return 0
+    print(freshness_line(info))
     if not alarms:
-        print("no active alarms")
+        print("no active alarms" if info["agent_running"] else "no alarms were active")
         return 0
     print(f"{'priority':<9} {'raised (UTC)':<20} {'twin':<20} {'alarm':<32} {'value':>10}  message")
     for a in alarms:

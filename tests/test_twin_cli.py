@@ -44,7 +44,9 @@ async def test_twin_list_and_show_the_live_state(
             listing = edgetwin("twin", "list", str(cfg))
             shown = edgetwin("twin", "show", str(cfg), METER_MRID)
     assert listing.returncode == 0, listing.stderr
-    lines = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    head, *rows = listing.stdout.splitlines()
+    assert head.startswith("# agent running; written ")  # how fresh, and from a live agent
+    lines = {line.split()[0]: line for line in rows[1:]}
     assert " yes " in lines[METER_MRID] and " NO " in lines[OTHER_MRID]  # meter2 is unreachable
     assert lines[OTHER_MRID].split()[5] == "28"  # all of its points are bad
     assert shown.returncode == 0, shown.stderr
@@ -76,3 +78,49 @@ def test_commission_checks_the_device_and_records_the_twin(
     finally:
         sim.terminate()
         sim.wait()
+
+
+def test_after_the_agent_is_killed_every_reader_says_it_is_not_running(
+    mosquitto: Mosquitto, make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Killed, the agent leaves status, twins and alarms saying its devices were available:
+    the readers must say the agent is not running and how old their files are."""
+    import signal
+
+    from tests.helpers import wait_until
+
+    port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "firmware_sim", "meter", "--port", str(port)],
+                           stdout=subprocess.DEVNULL)  # fmt: skip
+    try:
+        wait_port(port)
+        cfg = make_config(mqtt_port=mosquitto.port, devices=[("meter1", port)])
+        cfg.write_text(
+            cfg.read_text().replace("status_interval_s = 3600", "status_interval_s = 0.2")
+        )
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", str(cfg)],
+                                 stderr=subprocess.DEVNULL)  # fmt: skip
+        status = tmp_path / "data" / "status.json"
+        wait_until(
+            lambda: (
+                status.exists() and json.loads(status.read_text())["devices"]["meter1"]["available"]
+            ),
+            30,
+        )
+        live = json.loads(edgetwin("status", str(cfg)).stdout)
+        assert live["state"]["agent_running"] is True and live["devices"]["meter1"]["available"]
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    dead = edgetwin("status", str(cfg))
+    report = json.loads(dead.stdout)
+    assert report["state"]["agent_running"] is False and report["state"]["age_s"] >= 0
+    assert report["devices"]["meter1"]["available"] is None  # not "true" from a dead agent
+    assert "AGENT NOT RUNNING" in dead.stderr
+    listing = edgetwin("twin", "list", str(cfg)).stdout.splitlines()
+    assert listing[0].startswith("# AGENT NOT RUNNING: nothing here is live; written ")
+    assert " ? " in listing[2]  # availability unknown
+    alarms = edgetwin("alarms", str(cfg)).stdout
+    assert alarms.startswith("# AGENT NOT RUNNING")

@@ -109,3 +109,17 @@ async def test_the_agents_own_files_are_not_world_readable(
     files = [p for p in data.iterdir() if p.is_file()]
     assert {p.name for p in files} >= {"outbox.db", "status.json", "twins.json"}
     assert all(mode(p) & 0o007 == 0 for p in files), {p.name: oct(mode(p)) for p in files}
+
+
+def test_one_agent_per_data_folder_and_readers_see_whether_it_runs(tmp_path: Path) -> None:
+    from agent.errors import StartError
+    from agent.localstate import AgentLock, agent_running
+
+    assert not agent_running(tmp_path)
+    first = AgentLock(tmp_path)
+    first.acquire()
+    assert agent_running(tmp_path)
+    with pytest.raises(StartError, match="another agent is running"):
+        AgentLock(tmp_path).acquire()
+    first.release()
+    assert not agent_running(tmp_path)  # released (or its process died): not running
