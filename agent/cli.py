@@ -63,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     print("devices:")
     for d in cfg.devices:
-        where = f"{getattr(d, 'host', '?')}:{getattr(d, 'port', '?')}"
+        where = _where(d)
         print(
             f"  {d.name}: {d.driver} {where} every {d.poll_interval_s} s, timeout {d.timeout_s} s"
         )
@@ -87,6 +87,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         for lock in cfg.interlocks.get(s.mrid, ()):
             print(f"    interlock: refuse {lock.action} while {lock.expr.source}")
     return 0
+
+
+def _where(d: Any) -> str:
+    """Where a device is, whatever its driver: a URL, a serial line, or host:port."""
+    unit = f" unit {d.unit_id}" if getattr(d, "unit_id", None) is not None else ""
+    if url := getattr(d, "url", None):
+        return str(url)
+    if port := getattr(d, "serial_port", None):
+        return f"{port} {d.baudrate} {d.bytesize}{d.parity}{d.stopbits}{unit}"
+    if host := getattr(d, "host", None):
+        return f"{host}:{getattr(d, 'port', '?')}{unit}"
+    return "(no address)"
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from agent import registry
 from agent.errors import ConfigError, PluginError, validation_problems
 from agent.files import read_config_text, read_small
 from agent.keys import load_private
-from drivers.base import DeviceConfig, Host
+from drivers.base import DeviceConfig, Host, source_timestamps
 from edge_rules import config as rules_config
 from edge_rules.config import FloodSettings
 from edge_rules.interlock import Interlock, InterlockSettings
@@ -440,7 +440,7 @@ def _twins(
             points=tuple(entries),
             reporting=_layer(agent.reporting, tc.reporting),
             overrides=tc.overrides,
-            quality=tc.quality,
+            quality=_quality_for(tc.quality, classes[tc.device]),
         )
         try:
             twin = twin_cls(spec)
@@ -491,6 +491,16 @@ def _rules(
         twin.attach_rules(engine)  # type: ignore[attr-defined]
     interlocks[tc.mrid] = locks
     return True
+
+
+def _quality_for(settings: QualitySettings, driver_class: type) -> QualitySettings:
+    """No oldData-by-timestamp for drivers whose source time marks the last change (a
+    steady value is not old there), unless the config asks for it explicitly."""
+    if source_timestamps(driver_class) == "change" and "old_after_polls" not in (
+        settings.model_fields_set
+    ):
+        return settings.model_copy(update={"old_after_polls": None})
+    return settings
 
 
 def _layer(agent_default: ReportingSettings, twin: ReportingSettings) -> ReportingSettings:

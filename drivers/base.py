@@ -95,9 +95,23 @@ class DeviceConfig(BaseModel):
     backoff_max_s: float = Field(60.0, ge=0.01, le=86_400)
 
 
+#: What a reading's source time means, declared by a driver as ``source_timestamps``:
+#: ``"sample"`` -- when this sample was taken (a value whose time stops moving is old data);
+#: ``"change"`` -- when the value last changed (OPC UA's SourceTimestamp, DNP3 and IEC 104
+#: event times): a steady value keeps its time and is not old; such protocols report staleness
+#: in their own status flags, which the driver maps to quality. Optional; default ``"sample"``.
+SourceTimestamps = Literal["sample", "change"]
+
+
+def source_timestamps(driver_class: type) -> SourceTimestamps:
+    value = getattr(driver_class, "source_timestamps", "sample")
+    return "change" if value == "change" else "sample"
+
+
 @runtime_checkable
 class Driver(Protocol):
-    """A protocol driver bound to one device (see the module docstring for call order)."""
+    """A protocol driver bound to one device (see the module docstring for call order).
+    Optionally it declares ``source_timestamps`` (``SourceTimestamps``)."""
 
     config_model: ClassVar[type[DeviceConfig]]
 

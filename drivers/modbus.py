@@ -13,7 +13,9 @@ runtime is the only place those policies live.
 
 from __future__ import annotations
 
+import errno
 import math
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, Self
@@ -116,6 +118,7 @@ class ModbusDriver:
                 lambda: self.make_client(config),
                 inter_frame_delay=self.inter_frame_delay(config),
                 settings=settings,
+                explain=lambda: self.explain_open_failure(config),
             )
         elif link.settings != settings:
             raise ValueError(
@@ -125,6 +128,11 @@ class ModbusDriver:
         self._plans: dict[tuple[PointSpec, ...], list[Block]] = {}
         self._stats = {"requests": 0, "exceptions": 0}
         self._acquired = False
+
+    @classmethod
+    def explain_open_failure(cls, config: ModbusConfig) -> str | None:
+        """Why the link did not open, where pymodbus does not say (serial lines)."""
+        return None
 
     @classmethod
     def check_point(cls, point: PointSpec) -> None:
@@ -295,6 +303,36 @@ class ModbusRtuDriver(ModbusDriver):
         return 1.75e-3 if config.baudrate > 19200 else 3.5 * 11 / config.baudrate
 
     @classmethod
+    def explain_open_failure(cls, config: ModbusConfig) -> str | None:
+        """Open the port with pyserial to learn why pymodbus could not (it logs, then says
+        only False): a port that refuses the settings, is no serial device, or is not ours."""
+        import serial
+
+        assert isinstance(config, ModbusRtuConfig)
+        line = f"{config.baudrate} {config.bytesize}{config.parity}{config.stopbits}"
+        try:
+            port = serial.Serial(
+                config.serial_port,
+                config.baudrate,
+                bytesize=config.bytesize,
+                parity=config.parity,
+                stopbits=config.stopbits,
+                timeout=0,
+            )
+            port.close()
+        except (serial.SerialException, OSError, ValueError) as err:
+            errno_ = getattr(err, "errno", None) or _errno_in(str(err))
+            reasons = {
+                errno.EINVAL: f"the port refuses {line} (unsupported baud rate or framing)",
+                errno.ENOTTY: "not a serial device",
+                errno.ENOENT: "no such device (unplugged? see ls /dev/serial/by-id)",
+                errno.EACCES: "permission denied (is the agent's user in the dialout group?)",
+                errno.EBUSY: "in use by another program",
+            }
+            return f"serial port {config.serial_port}: {reasons.get(errno_ or -1, str(err))}"
+        return None
+
+    @classmethod
     def make_client(cls, config: ModbusRtuConfig) -> ModbusBaseClient:
         return AsyncModbusSerialClient(
             config.serial_port,
@@ -307,3 +345,9 @@ class ModbusRtuDriver(ModbusDriver):
             retries=0,
             reconnect_delay=0,
         )
+
+
+def _errno_in(text: str) -> int | None:
+    """pyserial words termios errors as ``(22, 'Invalid argument')``: the number in it."""
+    match = re.search(r"\((\d+), ", text)
+    return int(match.group(1)) if match else None

@@ -32,9 +32,11 @@ class ModbusLink:
         *,
         inter_frame_delay: float,
         settings: Hashable,
+        explain: Callable[[], str | None] | None = None,
     ) -> None:
         self.name = name
         self._make_client = make_client
+        self._explain = explain  # why the link would not open, when pymodbus only logs it
         self.inter_frame_delay = inter_frame_delay
         self.settings = settings  # what devices sharing this link must agree on
         self._client: ModbusBaseClient | None = None
@@ -72,7 +74,8 @@ class ModbusLink:
                 async with asyncio.timeout(within):
                     return await call(self._client)
             except (ModbusException, TimeoutError) as err:
-                raise DeviceUnavailable(f"{self.name}: {err or 'no answer'}") from err
+                why = str(err) or f"no answer within {within:g} s"
+                raise DeviceUnavailable(f"{self.name}: {why}") from err
             finally:
                 self._last_frame = time.monotonic()
 
@@ -88,7 +91,8 @@ class ModbusLink:
             raise DeviceUnavailable(f"{self.name}: {err}") from err
         if not ok:
             client.close()
-            raise DeviceUnavailable(f"{self.name}: cannot open the link")
+            why = await asyncio.to_thread(self._explain) if self._explain else None
+            raise DeviceUnavailable(f"{self.name}: {why or 'cannot open the link'}")
         self._client = client
 
     def _close(self) -> None:

@@ -34,7 +34,7 @@ from pydantic import Field, field_validator, model_validator
 from agent.errors import DeviceRejected, DeviceUnavailable
 from agent.files import private_umask
 from agent.models import BAD_REFERENCE, FAILURE, GOOD, OLD_DATA, Quality, Reading, Validity, Value
-from drivers.base import DeviceConfig, PointSpec, check_host
+from drivers.base import DeviceConfig, PointSpec, SourceTimestamps, check_host
 
 NODE_ID = re.compile(r"^(ns=\d+;|nsu=[^;]+;)?(i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=.+)$")
 QUESTIONABLE = Quality(Validity.QUESTIONABLE, frozenset({"inaccurate"}))
@@ -113,6 +113,8 @@ class OpcUaDriver:
     """``opcua``: see the module docstring."""
 
     config_model: ClassVar[type[DeviceConfig]] = OpcUaConfig
+    #: SourceTimestamp moves only when a value changes: a steady breaker is not old data
+    source_timestamps: ClassVar[SourceTimestamps] = "change"
 
     def __init__(
         self, config: OpcUaConfig, points: Sequence[PointSpec], shared: dict[str, Any] | None = None

@@ -24,10 +24,10 @@ from typing import Any
 
 from pydantic import Field
 
-from agent.errors import DeviceRejected
+from agent.errors import DeviceRejected, DeviceUnavailable
 from agent.models import BAD_REFERENCE, FAILURE, GOOD, Reading
 from drivers.base import PointSpec
-from drivers.modbus import ModbusTcpConfig, ModbusTcpDriver
+from drivers.modbus import ILLEGAL_DATA_ADDRESS, ModbusTcpConfig, ModbusTcpDriver
 from drivers.modbus_plan import MAX_REGISTERS
 from drivers.sunspec_models import (
     BASE_ADDRESSES,
@@ -135,12 +135,22 @@ class SunSpecDriver(ModbusTcpDriver):
             raise ValueError(f"SunSpec model {model} has no point {name!r}")
 
     async def read_registers(self, address: int, count: int) -> list[int] | None:
+        """The registers, or None where the device says the address does not exist (02);
+        other exceptions -- busy (06) while it boots, device failure (04), a gateway's
+        (0A, 0B) -- say nothing of the layout: ``DeviceUnavailable``, retried with backoff."""
         response = await self._call("read_holding_registers", address, count=count)
-        return None if response.isError() else list(response.registers)
+        if not response.isError():
+            return list(response.registers)
+        code = getattr(response, "exception_code", None)
+        if code == ILLEGAL_DATA_ADDRESS:
+            return None
+        raise DeviceUnavailable(f"Modbus exception {code} reading {count} registers at {address}")
 
     async def connect(self) -> None:
         await super().connect()
         try:
+            # discovery is all or nothing: a half-walked chain would leave points unresolved
+            # (badReference) for good while the device looks available
             self.models = await discover(
                 self.read_registers, self._sunspec.base_addresses, self._sunspec.max_models
             )
@@ -162,7 +172,10 @@ class SunSpecDriver(ModbusTcpDriver):
         registers: dict[int, int] = {}
         failed: set[int] = set()
         for start, count in spans(list(needed), self._sunspec.max_gap):
-            regs = await self.read_registers(start, count)
+            try:
+                regs = await self.read_registers(start, count)
+            except DeviceUnavailable:  # answered with an exception: these points fail, once
+                regs = None
             if regs is None:
                 failed.update(range(start, start + count))
                 continue

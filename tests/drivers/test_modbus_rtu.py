@@ -99,6 +99,7 @@ async def test_silent_unit_is_backed_off_without_slowing_the_others(
             lambda tick=tick: devices[0].stats.polls == tick and devices[2].stats.polls == tick
         )
     assert devices[1].stats.failures <= 2 and not devices[1].stats.available
+    assert devices[1].stats.last_error and "no answer" in devices[1].stats.last_error  # not ""
     silent_attempts = sim.units[2].requests
     assert silent_attempts <= 2  # the line was not spent on the dead unit every poll
     sim.units[2].fault = None  # it comes back
@@ -163,3 +164,24 @@ async def test_rtu_framing_over_tcp() -> None:
         async with ModbusRtuOverTcpDriver(cfg, [HZ]) as drv:
             (r,) = await drv.read([HZ])
         assert r.value == pytest.approx(sim.model.state.hz, rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("port", "expected"),
+    [("/dev/null", "not a serial device"), ("/dev/ttyNOSUCH", "no such device")],
+    ids=["not-a-tty", "unplugged"],
+)
+async def test_a_port_that_will_not_open_says_why(port: str, expected: str) -> None:
+    drv = ModbusRtuDriver(rtu(port, 1), [HZ], {})
+    with pytest.raises(DeviceUnavailable, match=expected):
+        await drv.connect()
+    await drv.close()
+
+
+def test_check_shows_where_rtu_and_opc_ua_devices_are() -> None:
+    from agent.cli import _where
+    from drivers.opcua import OpcUaConfig
+
+    assert _where(rtu("/dev/ttyUSB0", 7)) == "/dev/ttyUSB0 19200 8N1 unit 7"  # was "?:?"
+    opc = OpcUaConfig(name="s", driver="opcua", url="opc.tcp://10.0.0.8:4840")
+    assert _where(opc) == "opc.tcp://10.0.0.8:4840"

@@ -205,3 +205,43 @@ async def test_dropped_connections_are_noticed(plain: SubstationSimulator) -> No
         with pytest.raises(DeviceError):
             await drv.read([W])
         await drv.close()
+
+
+async def test_a_steady_opc_ua_value_stays_good_and_the_first_report_is_not_invalid(
+    tmp_path: Path,
+    keys: dict[str, Path],
+    mosquitto,  # type: ignore[no-untyped-def]
+) -> None:
+    """Servers move SourceTimestamp only when a value changes: a closed breaker read every
+    0.1 s must not turn questionable/oldData after 3 polls (it read invalid before). And the
+    first connect at agent start must not time out into an all-invalid first message."""
+    from agent.broker import Mosquitto  # noqa: F401  (the session broker fixture's type)
+    from tests.helpers import until, write_config
+    from tests.test_end_to_end import running, subscribed
+
+    mrid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+    async with SubstationSimulator(port=free_port()) as sub:
+        cfg = write_config(tmp_path, keys, mosquitto.port, f"""
+[[devices]]
+name = "sub1"
+driver = "opcua"
+url = "{sub.url}"
+poll_interval_s = 0.1
+timeout_s = 0.5
+
+[[twins]]
+mrid = "{mrid}"
+kind = "breaker"
+device = "sub1"
+points = [{{ field = "@Pos", address = "ns=2;s=Breaker1.Position", dtype = "bool", kind = "state" }}]
+""")  # fmt: skip
+        topic = f"openfmb/breakermodule/BreakerStatusProfile/{mrid}"
+        with subscribed(mosquitto.url, keys["trust"]) as got:
+            async with running(cfg) as agent:
+                await until(lambda: agent.devices[0].stats.polls >= 10, 30, "10 polls")
+                pos = agent.config.twins[0].state().points["@Pos"]
+                await until(lambda: len(got.on(topic)) >= 1, 30, "the first status message")
+        assert pos.value is True and pos.quality.is_good, pos.quality
+        assert agent.devices[0].stats.failures == 0  # the first connect did not time out
+        first = got.on(topic)[0]["payload"]["breakerStatus"]["statusAndEventXCBR"]["Pos"]
+        assert first["q"]["validity"] == "good" and first["stVal"] == "closed", first

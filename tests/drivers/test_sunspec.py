@@ -99,3 +99,39 @@ def test_spans_merge_and_split() -> None:
     assert spans(models, max_gap=10) == [(40002, 120), (40500, 12)]  # 1 and 103 back to back
     models.append(FoundModel(120, 40122, 26))  # now 148 registers in a row: two requests
     assert spans(models, max_gap=10) == [(40002, 125), (40127, 23), (40500, 12)]
+
+
+class BootingInverter(InverterUnit):
+    """Answers busy (exception 6) to chosen requests, as inverters do while they boot."""
+
+    def __init__(self, busy_on: set[int], **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.busy_on = busy_on
+
+    def on_request(self, function_code: int, registers: list[int]):  # type: ignore[no-untyped-def]
+        from pymodbus.constants import ExcCodes
+
+        return ExcCodes.DEVICE_BUSY if self.requests in self.busy_on else None
+
+
+@pytest.mark.parametrize("busy_on", [{1}, {3}, {4}], ids=["marker", "first-model", "mid-chain"])
+async def test_a_busy_reply_during_discovery_is_retried_not_taken_as_the_layout(
+    busy_on: set[int],
+) -> None:
+    """One busy reply used to end discovery: every point stayed badReference for good while
+    the device showed available. Now the connect fails (retried by the runtime's backoff)
+    and the next one finds the whole chain."""
+    from agent.errors import DeviceUnavailable
+
+    unit = BootingInverter(busy_on, clock=lambda: NOON)
+    async with TcpSimulator(unit, port=free_port()) as sim:
+        drv = SunSpecDriver(cfg(sim.port), pts("inverter.W"))
+        with pytest.raises((DeviceUnavailable, DeviceRejected)):
+            await drv.connect()
+        await drv.connect()  # the runtime's retry
+        try:
+            assert [m.id for m in drv.models] == [1, 103, 120]
+            (w,) = await drv.read(pts("inverter.W"))
+            assert w.quality.is_good
+        finally:
+            await drv.close()
