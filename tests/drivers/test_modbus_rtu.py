@@ -182,6 +182,6 @@ def test_check_shows_where_rtu_and_opc_ua_devices_are() -> None:
     from agent.cli import _where
     from drivers.opcua import OpcUaConfig
 
-    assert _where(rtu("/dev/ttyUSB0", 7)) == "/dev/ttyUSB0 19200 8N1 unit 7"  # was "?:?"
+    assert _where(rtu("/dev/ttyUSB0", 7)) == "/dev/ttyUSB0 115200 8N1 unit 7"  # was "?:?"
     opc = OpcUaConfig(name="s", driver="opcua", url="opc.tcp://10.0.0.8:4840")
     assert _where(opc) == "opc.tcp://10.0.0.8:4840"
