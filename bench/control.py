@@ -114,10 +114,10 @@ class Telemetry:
 
 
 def control_counters(data: Path) -> tuple[int, int]:
-    """(refused, shed because the command queue was full) from the agent's status file."""
+    """(refused -- shed ones included --, shed unverified because the queue was full)."""
     try:
         control = json.loads((data / "status.json").read_text())["control"]
-        return int(control["refused"]), int(control["dropped_queue_full"])
+        return int(control["refused"]), int(control.get("shed", 0))
     except (OSError, ValueError, KeyError, TypeError):
         return 0, 0
 
