@@ -149,13 +149,21 @@ class Subscription:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 3600
         self._client.reconnect_delay_set(1, 2)
-        self._client.connect(
-            self._host,
-            self._port,
-            keepalive=30,
-            clean_start=not self._persistent,
-            properties=props,
-        )
+        try:
+            self._client.connect(
+                self._host,
+                self._port,
+                keepalive=30,
+                clean_start=not self._persistent,
+                properties=props,
+            )
+        except OSError as err:  # one line, the reason: not a traceback
+            from agent.errors import EdgeTwinError
+            from agent.mqtt import describe
+
+            raise EdgeTwinError(
+                f"cannot connect to {self._host}:{self._port}: {describe(err)}"
+            ) from None
         self._client.loop_start()
         if not self.subscribed.wait(timeout):
             self.stop()
