@@ -124,3 +124,21 @@ class SmallFilesystem:
         import subprocess
 
         subprocess.run(["umount", "-l", str(self.path)], check=False, capture_output=True)
+
+
+def opcua_breaker(url: str, mrid: str, poll_s: float = 0.2) -> str:
+    """Config sections: the simulated substation's Breaker1 as a breaker twin over OPC UA."""
+    return f"""
+[[devices]]
+name = "sub1"
+driver = "opcua"
+url = "{url}"
+poll_interval_s = {poll_s}
+timeout_s = 0.5
+
+[[twins]]
+mrid = "{mrid}"
+kind = "breaker"
+device = "sub1"
+points = [{{ field = "@Pos", address = "ns=2;s=Breaker1.Position", dtype = "bool", kind = "state" }}]
+"""

@@ -19,7 +19,7 @@ from agent.config import load_config
 from agent.keys import generate, load_private, load_trust_dir
 from agent.metrics import render
 from firmware_sim.breaker import BreakerSimulator
-from tests.helpers import until, write_config
+from tests.helpers import opcua_breaker, until, write_config
 from tests.test_end_to_end import running, subscribed
 
 BREAKER = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
@@ -259,19 +259,8 @@ async def test_a_breaker_on_opc_ua_is_opened_by_signed_command(
             f"""
 [control]
 trust_file = "{central["trust"]}"
-
-[[devices]]
-name = "sub1"
-driver = "opcua"
-url = "{sub.url}"
-poll_interval_s = 0.2
-
-[[twins]]
-mrid = "{BREAKER}"
-kind = "breaker"
-device = "sub1"
-points = [{{ field = "@Pos", address = "ns=2;s=Breaker1.Position", dtype = "bool", kind = "state" }}]
-""",
+"""
+            + opcua_breaker(sub.url, BREAKER),
         )
         assert (await commission(load_config(cfg), BREAKER)).ok
         async with running(cfg) as agent:

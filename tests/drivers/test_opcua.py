@@ -216,25 +216,12 @@ async def test_a_steady_opc_ua_value_stays_good_and_the_first_report_is_not_inva
     0.1 s must not turn questionable/oldData after 3 polls (it read invalid before). And the
     first connect at agent start must not time out into an all-invalid first message."""
     from agent.broker import Mosquitto  # noqa: F401  (the session broker fixture's type)
-    from tests.helpers import until, write_config
+    from tests.helpers import opcua_breaker, until, write_config
     from tests.test_end_to_end import running, subscribed
 
     mrid = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
     async with SubstationSimulator(port=free_port()) as sub:
-        cfg = write_config(tmp_path, keys, mosquitto.port, f"""
-[[devices]]
-name = "sub1"
-driver = "opcua"
-url = "{sub.url}"
-poll_interval_s = 0.1
-timeout_s = 0.5
-
-[[twins]]
-mrid = "{mrid}"
-kind = "breaker"
-device = "sub1"
-points = [{{ field = "@Pos", address = "ns=2;s=Breaker1.Position", dtype = "bool", kind = "state" }}]
-""")  # fmt: skip
+        cfg = write_config(tmp_path, keys, mosquitto.port, opcua_breaker(sub.url, mrid, 0.1))
         topic = f"openfmb/breakermodule/BreakerStatusProfile/{mrid}"
         with subscribed(mosquitto.url, keys["trust"]) as got:
             async with running(cfg) as agent:
