@@ -84,15 +84,25 @@ class SnapshotCollector(Collector):
         yield _gauge("outbox_depth", "messages waiting in the outbox", o.get("depth", 0))
         yield _gauge("outbox_bytes", "bytes waiting in the outbox", o.get("bytes", 0))
         yield _gauge("outbox_max_bytes", "the outbox's size cap", o.get("max_bytes", 0))
+        yield _gauge("outbox_disk_bytes", "the outbox's files on disk (pages in use + WAL)",
+                     o.get("disk_bytes", 0))  # fmt: skip
+        yield _gauge("outbox_available", "1 while the database is open (0: degraded, in memory)",
+                     int(bool(o.get("available", True))))  # fmt: skip
+        yield _gauge("outbox_pending_bytes", "bytes waiting in memory for a commit",
+                     o.get("pending_bytes", 0))  # fmt: skip
         yield _gauge("outbox_oldest_age_seconds", "age of the oldest waiting message", self.oldest)
         drops = CounterMetricFamily(f"{PREFIX}_outbox_dropped", "messages dropped by the size "
                                     "cap", labels=["class"])  # fmt: skip
         drops.add_metric(["telemetry"], o.get("dropped_telemetry", 0))
         drops.add_metric(["event"], o.get("dropped_events", 0))
         yield drops
+        unnumbered = CounterMetricFamily(f"{PREFIX}_outbox_dropped_unnumbered", "messages "
+                                         "dropped from memory before they got a seq (disk full)",
+                                         labels=["class"])  # fmt: skip
+        unnumbered.add_metric(["telemetry"], o.get("dropped_unnumbered_telemetry", 0))
+        unnumbered.add_metric(["event"], o.get("dropped_unnumbered_events", 0))
+        yield unnumbered
         yield _counter("outbox_write_errors", "failed commits (retried)", o.get("write_errors", 0))
-        yield _counter("outbox_lost_memory_full", "messages refused while the disk refused "
-                       "writes and memory was full", o.get("lost_memory_full", 0))  # fmt: skip
 
     def _control(self, c: Mapping[str, Any] | None) -> Iterator[Metric]:
         c = c or {}
