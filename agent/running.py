@@ -86,6 +86,7 @@ class RunningDevice:
         connected = False
         try:
             while not self.stopping:
+                _honour_cancellation()
                 if not connected:
                     try:
                         async with asyncio.timeout(cfg.connect_timeout_s):
@@ -130,6 +131,7 @@ class RunningDevice:
 
     async def _back_off(self, err: Exception, backoff: Backoff) -> None:
         """Close the link, mark the device failed, wait out the backoff; the schedule restarts."""
+        _honour_cancellation()  # the "error" may be a library's answer to our cancellation
         self._connected = False
         if not isinstance(err, DeviceError | TimeoutError | OSError):
             log.exception("device %s: unexpected error from the driver", self.config.name)
@@ -176,3 +178,12 @@ class RunningDevice:
         st.last_error = message
         self._sink(self.config.name, (), False)
         self.attempted.set()
+
+
+def _honour_cancellation() -> None:
+    """Raise ``CancelledError`` if this task was asked to stop and the request was lost: on
+    Python 3.11 ``asyncio.wait_for`` -- used inside pymodbus and asyncua too -- can swallow a
+    cancellation that arrives as its inner await completes, and the loop would run on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
