@@ -248,3 +248,16 @@ def test_after_the_fuzz_nothing_executed_and_a_restart_onto_retained_garbage_sur
     wait_until(lambda: received(site) >= 1, 30, "the retained message delivered")
     assert site.alive() and site.metrics()["edgetwin_commands_executed_total"] == 0
     wait_until(lambda: site.metrics().get("edgetwin_mqtt_connected") == 1.0, 30)
+
+
+def test_oversized_messages_never_reach_the_agent(site: Site) -> None:
+    """A 100 MB forged message grew the agent by 212 MB for good. The control session tells
+    the broker its Maximum Packet Size (MQTT 5), so the broker drops anything larger; what
+    arrives anyway is refused `oversized` before decoding."""
+    before = received(site)
+    for _ in range(5):
+        site.client.publish(TOPIC, b"\x00" * (8 * 1024 * 1024), qos=1).wait_for_publish(30)
+    site.send(envelope(good_header(7), b"\x80", None), False)  # one small one after them
+    wait_until(lambda: received(site) >= before + 1, 30, "the small message taken")
+    assert received(site) == before + 1  # the five 8 MB messages never reached the agent
+    assert site.alive()
