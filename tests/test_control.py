@@ -348,3 +348,26 @@ async def test_valid_commands_get_through_a_forged_flood_and_every_one_is_answer
 
 def site_trust(keys: dict[str, Path]) -> Any:
     return load_trust_dir(keys["trust"])
+
+
+async def test_validity_windows_and_no_lock_out_by_a_far_future_seq(
+    site: dict[str, Any], central: dict[str, Any]
+) -> None:
+    """A command signed a day ahead, or with an expiry ten years ahead, executed today; and one
+    future-dated seq locked its key out (for a day, across restarts). Now: not_yet_valid beyond
+    the clock skew, no command valid longer than max_lifetime_s, and seq is a nonce."""
+    sim = site["sim"]
+    assert (await commission(load_config(site["cfg"]), BREAKER)).ok
+    now = int(time.time() * 1000)
+    ahead = await command(site, central["scada"], "scada-1", "open", ts_ms=now + 86_400_000)
+    assert (ahead["result"], ahead["reason"]) == ("refused", "not_yet_valid")
+    forever = await command(site, central["scada"], "scada-1", "open", ts_ms=now - 400_000,
+                            expires_s=10 * 365 * 86_400)  # fmt: skip
+    assert (forever["result"], forever["reason"]) == ("refused", "expired")  # capped at 300 s
+    assert sim.unit.writes == 0
+    far = await command(site, central["scada"], "scada-1", "open", seq=2**62)  # a central bug
+    assert far["result"] == "executed"
+    again = await command(site, central["scada"], "scada-1", "close")  # the usual ms seq
+    assert again["result"] == "executed"  # not locked out
+    replay = await command(site, central["scada"], "scada-1", "open", seq=2**62)
+    assert (replay["result"], replay["reason"]) == ("refused", "replayed")
