@@ -39,8 +39,7 @@ def fresh_copy(dest: Path) -> Path:
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
-    (dest / ".venv").symlink_to(Path(sys.executable).resolve().parents[1]
-                                if not (ROOT / ".venv").exists() else ROOT / ".venv")  # fmt: skip
+    (dest / ".venv").symlink_to(Path(sys.prefix))  # the environment running these tests
     return dest
 
 
