@@ -80,10 +80,14 @@ class Agent:
         }
 
     def _drop_notice(
-        self, seq_ranges: list[tuple[int, int]], count: int, klass: int
+        self,
+        seq_ranges: list[tuple[int, int]],
+        count: int,
+        klass: int,
+        unnumbered: tuple[int, int] | None,
     ) -> tuple[str, bytes]:
         a = self.config.agent
-        body = {
+        body: dict[str, Any] = {
             "agentId": a.agent_id,
             "droppedSeqRanges": [list(r) for r in seq_ranges],
             "count": count,
@@ -91,6 +95,10 @@ class Agent:
             "reason": "outbox size limit",
             "ts": int(time.time() * 1000),
         }
+        if unnumbered is not None:  # dropped from memory before they had a seq (disk full)
+            body["reason"] = "disk full: dropped from memory before numbering"
+            body["unnumbered"] = {"count": count, "firstCreatedMs": unnumbered[0],
+                                  "lastCreatedMs": unnumbered[1]}  # fmt: skip
         return agent_topic(a.mqtt.topic_prefix, "OutboxDropNotice", a.agent_id), pack(body)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -81,7 +81,9 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 UNNUMBERED = {TELEMETRY: "dropped_unnumbered_telemetry", EVENT: "dropped_unnumbered_events"}
 _SIZE = f"coalesce(size, length(payload) + length(topic) + {ROW_OVERHEAD})"
 
-DropNotice = Callable[[list[tuple[int, int]], int, int], tuple[str, bytes]]
+#: (seq ranges dropped, count, class, the created_ms span of messages dropped before they had
+#: a seq -- disk full -- or None) -> (topic, payload) of the signed notice to queue
+DropNotice = Callable[[list[tuple[int, int]], int, int, tuple[int, int] | None], tuple[str, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,13 +465,7 @@ class Outbox:
         if self._drop_notice is None or self._unnumbered is None:
             return None
         count, first_ms, last_ms = self._unnumbered
-        topic, payload = self._drop_notice([], count, TELEMETRY)
-        from agent.codec import pack, unpack  # the notice's body is the agent's to shape
-
-        body = {**unpack(payload), "reason": "disk full: dropped from memory before numbering",
-                "unnumbered": {"count": count, "firstCreatedMs": first_ms,
-                               "lastCreatedMs": last_ms}}  # fmt: skip
-        return topic, pack(body)
+        return self._drop_notice([], count, TELEMETRY, (first_ms, last_ms))
 
     async def _insert_notice(self, notice: tuple[str, bytes] | None, urgent: set[int]) -> int:
         """Insert a drop notice (an urgent event); return its size."""
@@ -563,7 +559,7 @@ class Outbox:
             self._counters_dirty = True  # persisted in the same transaction as the drop
             log.warning("outbox full: dropped %d %s rows", len(victims), counter.split("_")[1])
             if self._drop_notice is not None:
-                notice = self._drop_notice(ranges(victims), len(victims), klass)
+                notice = self._drop_notice(ranges(victims), len(victims), klass, None)
                 notice_bytes += await self._insert_notice(notice, urgent)
             break  # events are dropped only when no telemetry was there to drop
         return freed, rows, notice_bytes

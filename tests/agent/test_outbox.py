@@ -71,7 +71,9 @@ async def test_wait_resolves_after_commit(tmp_path: Path) -> None:
 async def test_full_outbox_drops_oldest_telemetry_first_then_events(tmp_path: Path) -> None:
     notices: list[tuple[list[tuple[int, int]], int, int]] = []
 
-    def notice(r: list[tuple[int, int]], n: int, klass: int) -> tuple[str, bytes]:
+    def notice(
+        r: list[tuple[int, int]], n: int, klass: int, _u: object = None
+    ) -> tuple[str, bytes]:
         notices.append((r, n, klass))
         return "notice", b"n"
 
@@ -194,13 +196,17 @@ async def test_closing_while_the_writer_commits_loses_nothing(tmp_path: Path) ->
 
 
 # -- drops are exact and announced first; the cap holds on disk (issue 11) ----------------------
-def agent_like_notice(r: list[tuple[int, int]], n: int, klass: int) -> tuple[str, bytes]:
+def agent_like_notice(
+    r: list[tuple[int, int]], n: int, klass: int, unnumbered: tuple[int, int] | None = None
+) -> tuple[str, bytes]:
     """A notice the size of the agent's (agent id, ranges, counts, reason, time)."""
     import msgpack
 
     body = {"agentId": "substation-demo-01", "droppedSeqRanges": [list(x) for x in r],
             "count": n, "class": "event" if klass else "telemetry",
             "reason": "outbox size limit", "ts": 1_796_000_000_000}  # fmt: skip
+    if unnumbered is not None:  # only a disk-full memory drop names its time span
+        body["unnumbered"] = list(unnumbered)
     return "openfmb/edgetwin/OutboxDropNotice/substation-demo-01", msgpack.packb(body)
 
 
