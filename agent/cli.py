@@ -169,13 +169,9 @@ def _local(config_path: str, name: str) -> tuple[Any, dict[str, Any]]:
         raise EdgeTwinError(f"no {name} yet in {cfg.agent.data_dir} (has the agent run?)") from None
 
 
-def freshness_line(info: dict[str, Any]) -> str:
-    from agent.localstate import freshness_line as line
-
-    return line(info)
-
-
 def _stale(info: dict[str, Any]) -> bool:
+    from agent.localstate import freshness_line
+
     if not info["agent_running"]:
         print(freshness_line(info), file=sys.stderr)
         return True
@@ -195,7 +191,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_twin(args: argparse.Namespace) -> int:
     """``twin list``: one line per twin; ``twin show MRID``: every point, value and quality."""
-    from agent.localstate import TWINS
+    from agent.localstate import TWINS, freshness_line
 
     twins, info = _local(args.config, TWINS)
     stale = not info["agent_running"]
@@ -238,7 +234,7 @@ def cmd_twin(args: argparse.Namespace) -> int:
 
 def cmd_alarms(args: argparse.Namespace) -> int:
     """Active alarms of the running agent, highest priority first (from ``alarms.json``)."""
-    from agent.localstate import ALARMS
+    from agent.localstate import ALARMS, freshness_line
 
     alarms, info = _local(args.config, ALARMS)
     if args.json:

@@ -61,7 +61,7 @@ from agent.clock import Clock, SystemClock
 from agent.codec import Header, Sealed, Verified, check_signature, open_envelope, pack, unpack
 from agent.config import AgentConfig, ControlConfig, TwinConfig
 from agent.errors import DeviceError, VerificationError
-from agent.files import state_db, state_dir
+from agent.files import open_state_db, state_dir
 from agent.localstate import commissioned
 from agent.outbox import Outbox
 from agent.running import RunningDevice
@@ -109,18 +109,12 @@ class ReplayGuard:
         """The database, opened now if it could not be before; raises ``sqlite3.Error`` or
         ``OSError`` (a full disk): the caller refuses the command, never executes it."""
         if self._db is None:
-            db = sqlite3.connect(state_db(self._path), isolation_level=None)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("DROP TABLE IF EXISTS seen")  # the seq window of earlier versions
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS nonces (kid TEXT, seq INTEGER, until_ms INTEGER,"
-                    " PRIMARY KEY (kid, seq))"
-                )
-            except sqlite3.Error:
-                db.close()
-                raise
-            self._db = db
+            self._db = open_state_db(
+                self._path,
+                "DROP TABLE IF EXISTS seen",  # the seq window of earlier versions
+                "CREATE TABLE IF NOT EXISTS nonces (kid TEXT, seq INTEGER, until_ms INTEGER,"
+                " PRIMARY KEY (kid, seq))",
+            )
         return self._db
 
     def seen(self, kid: str, seq: int) -> bool:
@@ -339,12 +333,8 @@ class ControlService:
             else:
                 result = await self._execute(mrid, command.writes)
         except Refused as refusal:
-            result = {"result": "refused", "reason": refusal.reason, "detail": refusal.detail}
-            self._count_refusal(refusal.reason)
-            if not self._may_publish_refusal(mrid):
-                log.debug("control: refused command for %s: %s", mrid, refusal)
-                return result
-            log.warning("control: refused command for %s: %s", mrid, refusal)
+            return self._refuse(mrid, refusal.reason, refusal.detail, header,
+                                action=action, command_mrid=command_mrid)  # fmt: skip
         result.update(action=action, kid=header.kid, seq=header.seq, commandMRID=command_mrid)
         self._publish(mrid, result)
         return result
@@ -397,18 +387,30 @@ class ControlService:
         self.counters["refused"] += 1
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
-    def _refuse(self, mrid: str, reason: str, detail: str, header: Header | None) -> None:
-        """A refusal before the signature verified: only the bounded header is echoed."""
+    def _refuse(
+        self,
+        mrid: str,
+        reason: str,
+        detail: str,
+        header: Header | None,
+        *,
+        action: str | None = None,
+        command_mrid: str | None = None,
+    ) -> dict[str, Any]:
+        """Count, log and answer a refusal (within the twin's refusal budget). Before the
+        signature verified only the bounded header's kid and seq are echoed; after it, also
+        the command's action and mRID."""
         self._count_refusal(reason)
-        if not self._may_publish_refusal(mrid):
-            log.debug("control: refused command for %s: %s: %s", mrid, reason, detail)
-            return
-        log.warning("control: refused command for %s: %s: %s", mrid, reason, detail)
         result: dict[str, Any] = {"result": "refused", "reason": reason, "detail": detail,
-                                  "action": None, "commandMRID": None}  # fmt: skip
+                                  "action": action, "commandMRID": command_mrid}  # fmt: skip
         if header is not None:
             result.update(kid=header.kid, seq=header.seq)
+        if not self._may_publish_refusal(mrid):
+            log.debug("control: refused command for %s: %s: %s", mrid, reason, detail)
+            return result
+        log.warning("control: refused command for %s: %s: %s", mrid, reason, detail)
         self._publish(mrid, result)
+        return result
 
     def _answer_shed(self) -> None:
         """One answer per twin naming the commands shed since the last: senders retry them."""

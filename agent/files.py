@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,20 @@ def state_db(path: Path) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+def open_state_db(path: Path, *setup: str) -> sqlite3.Connection:
+    """A SQLite state database (``state_db``), autocommit, WAL, with ``setup`` statements run;
+    raises ``sqlite3.Error`` or ``OSError`` (a full disk) and leaves nothing open then."""
+    db = sqlite3.connect(state_db(path), isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        for statement in setup:
+            db.execute(statement)
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
 
 
 @contextlib.contextmanager

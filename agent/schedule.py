@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.clock import Clock
-from agent.files import state_db
+from agent.files import open_state_db
 from twins.control import CurvePoint, Write
 
 log = logging.getLogger(__name__)
@@ -70,18 +70,12 @@ class ScheduleStore:
         ``OSError`` when it cannot be written, so a schedule is refused rather than run
         unstored."""
         if self._db is None:
-            db = sqlite3.connect(state_db(self._path), isolation_level=None)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS schedules (mrid TEXT PRIMARY KEY, kid TEXT, "
-                    "ts_ms INTEGER, command_mrid TEXT, points TEXT)"
-                )
-            except sqlite3.Error:
-                db.close()
-                raise
-            self._db = db
+            self._db = open_state_db(
+                self._path,
+                "PRAGMA synchronous=FULL",
+                "CREATE TABLE IF NOT EXISTS schedules (mrid TEXT PRIMARY KEY, kid TEXT, "
+                "ts_ms INTEGER, command_mrid TEXT, points TEXT)",
+            )
         return self._db
 
     def save(self, s: Schedule) -> None:
