@@ -42,7 +42,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -422,9 +422,7 @@ class Outbox:
         deleted_bytes = deleted_rows = 0
         urgent: set[int] = set()  # drop notices committed by this transaction
         added = sum(p.size for p in batch)
-        saved = dict(self.counters)  # a rolled-back drop must not stay counted
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._write_tx():
             if acked:
                 gone = await self._delete(sorted(acked))
                 deleted_bytes += gone[0]
@@ -448,18 +446,30 @@ class Outbox:
                 added += notice
             if self._counters_dirty:
                 await self._write_counters()
-            await db.execute("COMMIT")
-        except BaseException:
-            self.counters = saved
-            if db.in_transaction:  # SQLite has already rolled back after e.g. SQLITE_FULL
-                with contextlib.suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
-            raise
         self._counters_dirty = False
         self._unnumbered = None
         self._urgent |= urgent
         self.depth += len(urgent)
         return added, deleted_bytes, deleted_rows
+
+    @contextlib.asynccontextmanager
+    async def _write_tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction (the caller holds ``_tx_lock`` or is the writer). On any error
+        the counters it changed are restored -- a rolled-back drop must not stay counted --
+        and it is rolled back, unless SQLite already did (e.g. after SQLITE_FULL)."""
+        db = self._db
+        assert db is not None
+        saved = dict(self.counters)
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            await db.execute("COMMIT")
+        except BaseException:
+            self.counters = saved
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+            raise
 
     def _unnumbered_notice(self) -> tuple[str, bytes] | None:
         if self._drop_notice is None or self._unnumbered is None:
@@ -591,18 +601,11 @@ class Outbox:
         """Give ``pages`` free pages back to the file system: one page per statement (Python's
         sqlite3 runs one step of this pragma), in one transaction; in WAL mode the file
         shrinks when the truncation is checkpointed."""
-        assert self._db is not None
-        await self._db.execute("BEGIN IMMEDIATE")
-        try:
+        async with self._write_tx() as db:
             for _ in range(pages):
-                async with self._db.execute("PRAGMA incremental_vacuum(1)"):
+                async with db.execute("PRAGMA incremental_vacuum(1)"):
                     pass  # closed at once: an open statement would block the commit
-            await self._db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                await self._db.execute("ROLLBACK")
-            raise
-        await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _ensure_reserve(self) -> None:
         """Keep ``reserve_bytes`` of disk set aside, to be released when the disk fills."""
@@ -640,22 +643,16 @@ class Outbox:
         acked, self._acked = self._acked, set()
         room = max(1024 * 1024, sum(p.size for p in self._pending[:1000]))
         urgent: set[int] = set()
-        saved = dict(self.counters)
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            freed = rows = 0
-            if acked:
-                freed, rows = await self._delete(sorted(acked))
-                self._count("acked", rows)
-            # committed telemetry only: telemetry waiting in memory goes before any event
-            dropped, n, notice = await self._drop(room, urgent, (TELEMETRY,))
-            await self._write_counters()
-            await db.execute("COMMIT")
+            async with self._write_tx():
+                freed = rows = 0
+                if acked:
+                    freed, rows = await self._delete(sorted(acked))
+                    self._count("acked", rows)
+                # committed telemetry only: telemetry waiting in memory goes before any event
+                dropped, n, notice = await self._drop(room, urgent, (TELEMETRY,))
+                await self._write_counters()
         except sqlite3.Error as err:
-            self.counters = saved
-            with contextlib.suppress(sqlite3.Error):
-                if db.in_transaction:
-                    await db.execute("ROLLBACK")
             self._acked |= acked
             log.debug("outbox: making room failed (%s)", err)
             return
@@ -732,10 +729,8 @@ class Outbox:
                     self.last_error,
                 )
             if self._db is not None:
-                async with self._tx_lock:
-                    await self._db.execute("BEGIN")
+                async with self._tx_lock, self._write_tx():
                     await self._write_counters()
-                    await self._db.execute("COMMIT")
         except sqlite3.Error as err:
             log.error("outbox: could not save counters while closing: %s", err)
         finally:
