@@ -309,8 +309,13 @@ async def test_valid_commands_get_through_a_forged_flood_and_every_one_is_answer
                     forger, "scada-1", kind="switch", mrid=BREAKER, action="open")[:2])  # fmt: skip
                 if i % 166 == 100:
                     action = "close" if len(valid) % 2 else "open"
-                    topic, env, cmd = build_command(
-                        central["scada"], "scada-1", kind="switch", mrid=BREAKER, action=action
+                    topic, env, cmd = build_command(  # valid long enough for any queue here
+                        central["scada"],
+                        "scada-1",
+                        kind="switch",
+                        mrid=BREAKER,
+                        action=action,
+                        expires_s=240,
                     )
                     messages.append((topic, env))
                     valid.append((cmd, env))
