@@ -1,8 +1,11 @@
-"""EdgeTwin agent runtime: configuration, scheduling, durable outbox, signing and MQTT publishing.
+"""The EdgeTwin agent: the one composition root that wires drivers, twins and rules together.
 
-The agent owns every cross-cutting concern of the data path; drivers (``drivers/``) only speak
-their protocol, twins (``twins/``) only give readings their meaning, and rules (``edge_rules/``)
-only decide what is worth reporting.
+* ``runtime``: configuration, device polling, the data path, state, control and schedules;
+* ``northbound``: the durable outbox and the signing MQTT publisher;
+* ``operations``: HTTP health and metrics, systemd, the container supervisor, the status page;
+* ``tools``: the command line (``edgetwin``), the demo, discovery, commissioning, brokers.
+
+Plugins (``drivers``, ``twins``, ``edge_rules``) never import this package; they stand on
+``edgetwin.core``. What travels on MQTT is ``edgetwin.wire``; the receiving side is
+``edgetwin.central``.
 """
-
-__version__ = "0.1.0"

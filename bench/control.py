@@ -28,16 +28,16 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.broker import Mosquitto, free_port
-from agent.command import ResultWaiter, build_command
-from agent.config import MqttConfig
-from agent.keys import generate, load_private, load_trust_dir
-from agent.localstate import record_commissioning
-from agent.mqtt import make_client
-from agent.subscriber import Subscription, Verifier
-from firmware_sim.breaker import BreakerSimulator
-from firmware_sim.meter import MeterSimulator
-from firmware_sim.site import site_config
+from edgetwin.agent.northbound.mqtt import make_client
+from edgetwin.agent.runtime.config import MqttConfig
+from edgetwin.agent.runtime.localstate import record_commissioning
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.central.command import ResultWaiter, build_command
+from edgetwin.central.subscriber import Subscription, Verifier
+from edgetwin.firmware_sim.breaker import BreakerSimulator
+from edgetwin.firmware_sim.meter import MeterSimulator
+from edgetwin.firmware_sim.site import site_config
+from edgetwin.wire.keys import generate, load_private, load_trust_dir
 
 BREAKER = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
 COMMANDS = 1000
@@ -143,7 +143,7 @@ async def main() -> dict[str, Any]:
             cfg = config(tmp, broker.port, agent_key, trust_file, breaker.port, meter.port)
             record_commissioning(tmp / "data", BREAKER, [{"check": "bench", "ok": True}])
             agent = subprocess.Popen(
-                [sys.executable, "-m", "agent", "--log-level", "error", "run", str(cfg)]
+                [sys.executable, "-m", "edgetwin.agent", "--log-level", "error", "run", str(cfg)]
             )
             try:
                 await asyncio.sleep(3)

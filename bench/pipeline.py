@@ -37,26 +37,26 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.broker import Mosquitto, free_port, free_port_block, wait_port
-from agent.clock import SystemClock
-from agent.codec import Signer, pack
-from agent.config import MqttConfig
-from agent.keys import generate, load_trust_dir
-from agent.models import GOOD, Reading
-from agent.outbox import Outbox
-from agent.pipeline import Pipeline
-from agent.publisher import Publisher
-from agent.subscriber import Subscription, Verifier
-from firmware_sim.site import site_config
-from twins.base import TwinSpec
-from twins.meter import MeterTwin
-from twins.pointmap import (
+from edgetwin.agent.northbound.outbox import Outbox
+from edgetwin.agent.northbound.publisher import Publisher
+from edgetwin.agent.runtime.config import MqttConfig
+from edgetwin.agent.runtime.pipeline import Pipeline
+from edgetwin.agent.tools.broker import Mosquitto, free_port, free_port_block, wait_port
+from edgetwin.central.subscriber import Subscription, Verifier
+from edgetwin.core.clock import SystemClock
+from edgetwin.core.models import GOOD, Reading
+from edgetwin.firmware_sim.site import site_config
+from edgetwin.twins.base import TwinSpec
+from edgetwin.twins.meter import MeterTwin
+from edgetwin.twins.pointmap import (
     BUILTIN_DIR,
     PointEntry,
     ReportingSettings,
     load_raw,
     merged_points,
 )
+from edgetwin.wire.envelope import Signer, pack
+from edgetwin.wire.keys import generate, load_trust_dir
 
 TOPIC = "openfmb/metermodule/MeterReadingProfile/5f0a3c2e-8d1b-4f7a-9c3e-1b2d3e4f5a6b"
 
@@ -236,7 +236,16 @@ def write_config(
 
 def start_sims(port: int, count: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware_sim", "meter", "--port", str(port), "--count", str(count)],
+        [
+            sys.executable,
+            "-m",
+            "edgetwin.firmware_sim",
+            "meter",
+            "--port",
+            str(port),
+            "--count",
+            str(count),
+        ],
         stdout=subprocess.DEVNULL,
     )
     for i in range(count):
@@ -259,7 +268,7 @@ def bench_rss(tmp: Path, mqtt_port: int, key: Path) -> tuple[float, int]:
     cfg.parent.mkdir()
     write_config(cfg, mqtt_port, key, [base + i for i in range(n_dev)], per_dev, 1.0)
     agent = subprocess.Popen(
-        [sys.executable, "-m", "agent", "--log-level", "warning", "run", str(cfg)]
+        [sys.executable, "-m", "edgetwin.agent", "--log-level", "warning", "run", str(cfg)]
     )
     try:
         time.sleep(10)
@@ -274,7 +283,7 @@ def bench_rss(tmp: Path, mqtt_port: int, key: Path) -> tuple[float, int]:
 async def bench_latency(
     tmp: Path, broker_url: str, mqtt_port: int, key: Path, trust: Path
 ) -> tuple[float, float, int]:
-    from firmware_sim.meter import MeterSimulator
+    from edgetwin.firmware_sim.meter import MeterSimulator
 
     latencies: list[float] = []
 
@@ -298,7 +307,7 @@ async def bench_latency(
         with cfg.open("a") as fh:  # report Hz at every poll: one latency sample per poll
             fh.write('[twins.overrides."readingMMXU.Hz"]\ndeadband_abs = 0\n')
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--log-level", "warning", "run", str(cfg)]
+            [sys.executable, "-m", "edgetwin.agent", "--log-level", "warning", "run", str(cfg)]
         )
         try:
             await asyncio.sleep(10)

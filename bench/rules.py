@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline import PointUpdates, meter_twin
 
-from agent.models import GOOD, Reading
-from edge_rules.config import FloodSettings, build
-from edge_rules.engine import RuleEngine
-from twins.meter import MeterTwin
+from edgetwin.core.models import GOOD, Reading
+from edgetwin.edge_rules.config import FloodSettings, build
+from edgetwin.edge_rules.engine import RuleEngine
+from edgetwin.twins.meter import MeterTwin
 
 PH = ("phsA", "phsB", "phsC")
 ANALYTICS: dict[str, Any] = {

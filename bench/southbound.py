@@ -25,16 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.broker import Mosquitto, free_port, free_port_block, wait_port
-from agent.keys import generate
-from drivers.base import PointSpec
-from drivers.opcua import OpcUaConfig, OpcUaDriver
-from drivers.sunspec import SunSpecConfig, SunSpecDriver, parse_address, spans
-from drivers.sunspec_models import model_def
-from firmware_sim.meter import TcpSimulator
-from firmware_sim.site import site_config
-from firmware_sim.sunspec_inverter import InverterUnit
-from twins.pointmap import BUILTIN_DIR, load_raw, merged_points
+from edgetwin.agent.tools.broker import Mosquitto, free_port, free_port_block, wait_port
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.opcua import OpcUaConfig, OpcUaDriver
+from edgetwin.drivers.sunspec import SunSpecConfig, SunSpecDriver, parse_address, spans
+from edgetwin.drivers.sunspec_models import model_def
+from edgetwin.firmware_sim.meter import TcpSimulator
+from edgetwin.firmware_sim.site import site_config
+from edgetwin.firmware_sim.sunspec_inverter import InverterUnit
+from edgetwin.twins.pointmap import BUILTIN_DIR, load_raw, merged_points
+from edgetwin.wire.keys import generate
 
 POLLS = 200
 
@@ -130,7 +130,7 @@ def bench_cpu(
             )
         )
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--log-level", "warning", "run", str(cfg)]
+            [sys.executable, "-m", "edgetwin.agent", "--log-level", "warning", "run", str(cfg)]
         )
         try:
             time.sleep(8)  # start-up and first polls

@@ -1,8 +1,8 @@
 """The driver contract: what a protocol plugin must do, and what the runtime does for it.
 
 A driver speaks one protocol to one device. It does **not** schedule, retry, back off, time out,
-track availability, scale values or log failures: the runtime wrapper (``agent.running``) owns
-all of that, so every driver gets the same behaviour.
+track availability, scale values or log failures: the runtime wrapper (``agent.runtime.running``)
+owns all of that, so every driver gets the same behaviour.
 
 Call order and guarantees the runtime gives a driver:
 
@@ -28,33 +28,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from agent.models import Reading, Value
-
-WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
-DataType = Literal[
-    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"
-]
-
-
-@dataclass(frozen=True, slots=True)
-class PointSpec:
-    """Where a point lives on its device and how its raw value is encoded.
-
-    ``key`` is opaque to the driver and returned in the ``Reading``. ``address`` and ``table``
-    are protocol-specific (Modbus: register number and holding/input/coil/discrete).
-    """
-
-    key: str
-    address: int | str
-    dtype: DataType = "float32"
-    table: str | None = None
-    order: WordOrder = "ABCD"
-
+from edgetwin.core.models import Reading, Value
+from edgetwin.core.points import PointSpec
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 

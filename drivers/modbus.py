@@ -6,9 +6,9 @@ responses to point quality (illegal address -> invalid/badReference, any other -
 The three transports differ only in how their shared link (``drivers.modbus_link``) is opened:
 every unit id on one serial port, or behind one TCP address, shares one link and its lock.
 
-What it leaves to the runtime (``agent.running``): polling schedule, timeouts, reconnect backoff,
-availability and logging. pymodbus' own retries and auto-reconnect are switched off so that the
-runtime is the only place those policies live.
+What it leaves to the runtime (``agent.runtime.running``): polling schedule, timeouts, reconnect
+backoff, availability and logging. pymodbus' own retries and auto-reconnect are switched off so
+that the runtime is the only place those policies live.
 """
 
 from __future__ import annotations
@@ -25,12 +25,20 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.framer import FramerType
 
-from agent.errors import DeviceRejected
-from agent.models import BAD_REFERENCE, FAILURE, GOOD, OVERFLOW, Reading, Value
-from drivers.base import DeviceConfig, Host, PointSpec
-from drivers.modbus_link import ModbusLink
-from drivers.modbus_plan import BIT_TABLES, MAX_BITS, MAX_REGISTERS, TABLES, Block, plan_blocks
-from drivers.regcodec import decode, encode, register_count
+from edgetwin.core.errors import DeviceRejected
+from edgetwin.core.models import BAD_REFERENCE, FAILURE, GOOD, OVERFLOW, Reading, Value
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.base import DeviceConfig, Host
+from edgetwin.drivers.modbus_link import ModbusLink
+from edgetwin.drivers.modbus_plan import (
+    BIT_TABLES,
+    MAX_BITS,
+    MAX_REGISTERS,
+    TABLES,
+    Block,
+    plan_blocks,
+)
+from edgetwin.drivers.regcodec import decode, encode, register_count
 
 ILLEGAL_DATA_ADDRESS = 2
 

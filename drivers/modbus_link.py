@@ -21,7 +21,7 @@ from typing import Any
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.exceptions import ModbusException
 
-from agent.errors import DeviceUnavailable
+from edgetwin.core.errors import DeviceUnavailable
 
 
 class ModbusLink:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from drivers.base import PointSpec
-from drivers.regcodec import register_count
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.regcodec import register_count
 
 TABLES = ("holding", "input", "coil", "discrete")
 BIT_TABLES = ("coil", "discrete")

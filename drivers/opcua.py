@@ -29,12 +29,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from asyncua import Client, ua  # the extra edgetwin[opcua]: the registry names it when missing
 from pydantic import Field, field_validator, model_validator
 
-from agent.errors import DeviceRejected, DeviceUnavailable
-from agent.files import private_umask
-from agent.models import BAD_REFERENCE, FAILURE, GOOD, OLD_DATA, Quality, Reading, Validity, Value
-from drivers.base import DeviceConfig, PointSpec, SourceTimestamps, check_host
+from edgetwin.core.errors import DeviceRejected, DeviceUnavailable
+from edgetwin.core.files import private_umask
+from edgetwin.core.models import (
+    BAD_REFERENCE,
+    FAILURE,
+    GOOD,
+    OLD_DATA,
+    Quality,
+    Reading,
+    Validity,
+    Value,
+)
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.base import DeviceConfig, SourceTimestamps, check_host
 
 NODE_ID = re.compile(r"^(ns=\d+;|nsu=[^;]+;)?(i=\d+|s=.+|g=[0-9a-fA-F-]{36}|b=.+)$")
 QUESTIONABLE = Quality(Validity.QUESTIONABLE, frozenset({"inaccurate"}))
@@ -189,8 +200,6 @@ class OpcUaDriver:
         )
 
     async def connect(self) -> None:
-        from asyncua import Client, ua
-
         cfg = self._config
         client = Client(cfg.url, timeout=cfg.timeout_s)
         client.application_uri = cfg.application_uri
@@ -216,8 +225,6 @@ class OpcUaDriver:
 
     async def _resolve(self, points: Sequence[PointSpec]) -> list[Any]:
         """Node objects for ``points``; ``nsu=`` namespace URIs resolved on this session."""
-        from asyncua import ua
-
         nodes = []
         for p in points:
             node = self._nodes.get(p.key)
@@ -236,8 +243,6 @@ class OpcUaDriver:
         return nodes
 
     async def read(self, points: Sequence[PointSpec]) -> list[Reading]:
-        from asyncua import ua
-
         if self._client is None:
             raise DeviceUnavailable("not connected")
         try:
@@ -263,8 +268,6 @@ class OpcUaDriver:
     async def _from_subscription(
         self, points: Sequence[PointSpec], nodes: list[Any]
     ) -> list[Reading]:
-        from asyncua import ua
-
         if self._subscription is None:
             self._subscription = await self._client.create_subscription(
                 self._config.publishing_interval_ms, self._cache
@@ -294,8 +297,6 @@ class OpcUaDriver:
         return out
 
     async def write(self, point: PointSpec, value: Value) -> None:
-        from asyncua import ua
-
         if self._client is None:
             raise DeviceUnavailable("not connected")
         (node,) = await self._resolve([point])

@@ -24,12 +24,12 @@ from typing import Any
 
 from pydantic import Field
 
-from agent.errors import DeviceRejected, DeviceUnavailable
-from agent.models import BAD_REFERENCE, FAILURE, GOOD, Reading
-from drivers.base import PointSpec
-from drivers.modbus import ILLEGAL_DATA_ADDRESS, ModbusTcpConfig, ModbusTcpDriver
-from drivers.modbus_plan import MAX_REGISTERS
-from drivers.sunspec_models import (
+from edgetwin.core.errors import DeviceRejected, DeviceUnavailable
+from edgetwin.core.models import BAD_REFERENCE, FAILURE, GOOD, Reading
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.modbus import ILLEGAL_DATA_ADDRESS, ModbusTcpConfig, ModbusTcpDriver
+from edgetwin.drivers.modbus_plan import MAX_REGISTERS
+from edgetwin.drivers.sunspec_models import (
     BASE_ADDRESSES,
     END_ID,
     FAMILIES,

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-from drivers.regcodec import decode, encode
+from edgetwin.drivers.regcodec import decode, encode
 
 # SunSpec type -> (regcodec dtype, "not implemented" raw value)
 NUMERIC: dict[str, tuple[str, int | float | None]] = {

@@ -20,10 +20,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.models import GOOD, Reading, Value
-from edge_rules.alarm import Alarm, AlarmSpec, FloodPolicy, beyond
-from edge_rules.engine import Context
-from edge_rules.kinds import Priority
+from edgetwin.core.models import GOOD, Reading, Value
+from edgetwin.edge_rules.alarm import Alarm, AlarmSpec, FloodPolicy, beyond
+from edgetwin.edge_rules.engine import Context
+from edgetwin.edge_rules.kinds import Priority
 
 
 class _Strict(BaseModel):

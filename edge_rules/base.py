@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from agent.models import Reading
+from edgetwin.core.models import Reading
 
 
 class ReportFilter(Protocol):

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent import registry
-from agent.errors import PluginError, validation_problems
-from edge_rules.alarm import FloodPolicy
-from edge_rules.analytics import (
+from edgetwin.core import registry
+from edgetwin.core.errors import PluginError, validation_problems
+from edgetwin.edge_rules.alarm import FloodPolicy
+from edgetwin.edge_rules.analytics import (
     LoadingRule,
     LoadingSettings,
     OutageRule,
@@ -29,11 +29,11 @@ from edge_rules.analytics import (
     VoltageRule,
     VoltageSettings,
 )
-from edge_rules.demand import DemandRule, DemandSettings, DrEvent, SettlementRule
-from edge_rules.engine import Rule, RuleEngine
-from edge_rules.expr import ExpressionError
-from edge_rules.interlock import Interlock, InterlockSettings
-from edge_rules.kinds import RuleSettings
+from edgetwin.edge_rules.demand import DemandRule, DemandSettings, DrEvent, SettlementRule
+from edgetwin.edge_rules.engine import Rule, RuleEngine
+from edgetwin.edge_rules.expr import ExpressionError
+from edgetwin.edge_rules.interlock import Interlock, InterlockSettings
+from edgetwin.edge_rules.kinds import RuleSettings
 
 Problem = tuple[tuple[int | str, ...], str]
 PHASES = ("phsA", "phsB", "phsC")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from agent.models import Quality, Reading, Value
+from edgetwin.core.models import Quality, Reading, Value
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,9 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from agent.models import FAILURE, GOOD, Reading
-from edge_rules.alarm import Alarm
-from edge_rules.engine import Context
+from edgetwin.core.models import FAILURE, GOOD, Reading
+from edgetwin.edge_rules.alarm import Alarm
+from edgetwin.edge_rules.engine import Context
 
 
 class _Strict(BaseModel):

@@ -22,9 +22,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent.models import FAILURE, GOOD, Quality, Reading, Validity, Value
-from edge_rules.alarm import Alarm
-from edge_rules.expr import Expression
+from edgetwin.core.models import FAILURE, GOOD, Quality, Reading, Validity, Value
+from edgetwin.edge_rules.alarm import Alarm
+from edgetwin.edge_rules.expr import Expression
 
 #: a value the expression could not compute (division by zero, sqrt of a negative number)
 INCONSISTENT = Quality(Validity.INVALID, frozenset({"inconsistent"}))

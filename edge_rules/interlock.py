@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from agent.models import Reading
-from edge_rules.expr import Expression, compile_expression
+from edgetwin.core.models import Reading
+from edgetwin.edge_rules.expr import Expression, compile_expression
 
 
 class InterlockSettings(BaseModel):

@@ -28,10 +28,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.models import FAILURE, GOOD, Reading
-from edge_rules.alarm import Alarm, AlarmSpec, FloodPolicy, beyond
-from edge_rules.engine import Context
-from edge_rules.expr import compile_expression
+from edgetwin.core.models import FAILURE, GOOD, Reading
+from edgetwin.edge_rules.alarm import Alarm, AlarmSpec, FloodPolicy, beyond
+from edgetwin.edge_rules.engine import Context
+from edgetwin.edge_rules.expr import compile_expression
 
 Priority = Literal["critical", "high", "medium", "low"]  # edge_rules.alarm.PRIORITIES
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.models import Quality, Validity, Value
+from edgetwin.core.models import Quality, Validity, Value
 
 
 class QualitySettings(BaseModel):

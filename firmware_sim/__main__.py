@@ -1,7 +1,9 @@
-"""``python -m firmware_sim meter --port N [--count K]``: run simulated meters until Ctrl-C;
+"""``python -m edgetwin.firmware_sim meter --port N [--count K]``: run simulated meters until
+Ctrl-C;
 ``breaker`` / ``battery --port N``: a simulated breaker or battery (controllable);
 ``substation``: the OPC UA substation;
-``python -m firmware_sim run SCENARIO``: run a fault scenario (``firmware_sim/scenario.py``)."""
+``python -m edgetwin.firmware_sim run SCENARIO``: run a fault scenario
+(``firmware_sim/scenario.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 
 async def _serve_meters(host: str, port: int, seed: int, count: int) -> None:
-    from firmware_sim.meter import MeterSimulator
+    from edgetwin.firmware_sim.meter import MeterSimulator
 
     async with contextlib.AsyncExitStack() as stack:
         for i in range(count):
@@ -26,7 +28,7 @@ async def _serve_meters(host: str, port: int, seed: int, count: int) -> None:
 
 
 async def _serve_substation(port: int, bulk: int, update_s: float) -> None:
-    from firmware_sim.opcua_substation import SubstationSimulator
+    from edgetwin.firmware_sim.opcua_substation import SubstationSimulator
 
     async with SubstationSimulator(port=port, bulk=bulk, update_s=update_s) as sim:
         print(f"simulated substation: OPC UA at {sim.url}; Ctrl-C stops", flush=True)
@@ -34,8 +36,8 @@ async def _serve_substation(port: int, bulk: int, update_s: float) -> None:
 
 
 async def _serve_one(kind: str, port: int) -> None:
-    from firmware_sim.battery import BatterySimulator
-    from firmware_sim.breaker import BreakerSimulator
+    from edgetwin.firmware_sim.battery import BatterySimulator
+    from edgetwin.firmware_sim.breaker import BreakerSimulator
 
     sim = BatterySimulator(port=port) if kind == "battery" else BreakerSimulator(port=port)
     async with sim:
@@ -44,7 +46,7 @@ async def _serve_one(kind: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m firmware_sim", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m edgetwin.firmware_sim", description=__doc__)
     sub = p.add_subparsers(dest="device", required=True)
     r = sub.add_parser("run", help="run a fault scenario file (see firmware_sim/scenario.py)")
     r.add_argument("scenario", type=Path)
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("asyncua").setLevel(logging.ERROR)
     with contextlib.suppress(KeyboardInterrupt):
         if args.device == "run":
-            from firmware_sim import scenario
+            from edgetwin.firmware_sim import scenario
 
             asyncio.run(scenario.run(scenario.load(args.scenario)))
         elif args.device in ("breaker", "battery"):

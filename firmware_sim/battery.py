@@ -25,8 +25,8 @@ from typing import Any
 
 from pymodbus.constants import ExcCodes
 
-from drivers.regcodec import decode, encode
-from firmware_sim.meter import SimUnit, TcpSimulator
+from edgetwin.firmware_sim.meter import SimUnit, TcpSimulator
+from edgetwin.firmware_sim.registers import from_registers, to_registers
 
 OFF, STANDBY, CHARGING, DISCHARGING, FAULT = range(5)
 
@@ -73,12 +73,12 @@ class BatteryUnit(SimUnit):
             )
         self._last = now
         return {
-            0: encode(self.setpoint, "float32"),
-            2: encode(self.power(), "float32"),
-            4: encode(self.soc, "float32"),
+            0: to_registers(self.setpoint, "float32"),
+            2: to_registers(self.power(), "float32"),
+            4: to_registers(self.soc, "float32"),
             6: [self.state()],
-            8: encode(277.0, "float32"),
-            10: encode(60.0, "float32"),
+            8: to_registers(277.0, "float32"),
+            10: to_registers(60.0, "float32"),
         }
 
     def on_request(self, function_code: int, registers: list[int]) -> ExcCodes | None:
@@ -91,7 +91,7 @@ class BatteryUnit(SimUnit):
     ) -> ExcCodes | None:
         if function_code != 16 or address != 0 or count != 2:
             return ExcCodes.ILLEGAL_ADDRESS
-        value = float(decode(values, "float32"))
+        value = from_registers(values, "float32")
         if not abs(value) <= self.max_w:
             return ExcCodes.ILLEGAL_VALUE
         self.image()  # integrate the state of charge up to now at the old setpoint

@@ -12,8 +12,8 @@ from typing import Any
 
 from pymodbus.constants import ExcCodes
 
-from drivers.regcodec import encode
-from firmware_sim.meter import SimUnit, TcpSimulator
+from edgetwin.firmware_sim.meter import SimUnit, TcpSimulator
+from edgetwin.firmware_sim.registers import to_registers
 
 
 class BreakerUnit(SimUnit):
@@ -25,7 +25,10 @@ class BreakerUnit(SimUnit):
         self.writes = 0
 
     def build_image(self, now: float) -> dict[int, list[int]]:
-        return {0: [self.operations & 0xFFFF], 10: encode(412.5 if self.closed else 0.0, "float32")}
+        return {
+            0: [self.operations & 0xFFFF],
+            10: to_registers(412.5 if self.closed else 0.0, "float32"),
+        }
 
     def on_request(self, function_code: int, registers: list[int]) -> ExcCodes | None:
         if function_code == 1:  # read coils: the position

@@ -53,8 +53,8 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.regcodec import encode
-from firmware_sim.meter_model import PHASES, MeterModel, MeterState
+from edgetwin.firmware_sim.meter_model import PHASES, MeterModel, MeterState
+from edgetwin.firmware_sim.registers import to_registers
 
 REGISTERS = 256
 Fault = str | tuple[str, float] | None
@@ -70,7 +70,7 @@ def register_image(st: MeterState, tamper: bool = False) -> dict[int, list[int]]
     img: dict[int, list[int]] = {}
 
     def put(addr: int, value: float, dtype: str = "float32", order: str = "ABCD") -> None:
-        img[addr] = encode(value, dtype, order)
+        img[addr] = to_registers(value, dtype, order)
 
     for i, ph in enumerate(PHASES):
         put(0 + 2 * i, st.volts[ph])

@@ -1,6 +1,6 @@
 """Fault scenarios: one TOML format that starts simulated devices and misbehaves on schedule.
 
-``python -m firmware_sim run SCENARIO`` runs one until its last step (plus ``linger_s``)::
+``python -m edgetwin.firmware_sim run SCENARIO`` runs one until its last step (plus ``linger_s``)::
 
     linger_s = 5
     [[devices]]
@@ -98,16 +98,16 @@ def load(path: Path) -> Scenario:
 
 
 def _build(entry: DeviceEntry) -> Any:
-    from firmware_sim.meter import MeterSimulator, RtuMeterLine, TcpSimulator
+    from edgetwin.firmware_sim.meter import MeterSimulator, RtuMeterLine, TcpSimulator
 
     if entry.kind == "meter":
         return MeterSimulator(port=entry.port or 0, seed=entry.seed)
     if entry.kind == "inverter":
-        from firmware_sim.sunspec_inverter import InverterUnit
+        from edgetwin.firmware_sim.sunspec_inverter import InverterUnit
 
         return TcpSimulator(InverterUnit(seed=entry.seed), port=entry.port or 0)
     if entry.kind == "substation":
-        from firmware_sim.opcua_substation import SubstationSimulator
+        from edgetwin.firmware_sim.opcua_substation import SubstationSimulator
 
         return SubstationSimulator(port=entry.port or 0, seed=entry.seed)
     return RtuMeterLine(entry.serial_port or "", entry.units, parity="N", seed=entry.seed)
@@ -150,7 +150,7 @@ async def run(
 ) -> None:
     """Start the devices, play the steps in time order, linger, stop. ``on_step(step,
     devices)`` is awaited after each step is applied (tests probe the devices there)."""
-    from firmware_sim.proxy import FaultProxy
+    from edgetwin.firmware_sim.proxy import FaultProxy
 
     devices: dict[str, Any] = {}
     proxies: dict[str, FaultProxy] = {}

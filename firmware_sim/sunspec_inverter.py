@@ -1,19 +1,24 @@
 """A simulated SunSpec PV inverter: ``SunS`` at 40000 (or ``base``), then models 1 (common),
 103 (three-phase inverter, integer + scale factors), 120 (nameplate), and the end marker.
 
-Register layout follows from the model definitions pysunspec2 ships (the same ones the agent
-decodes with). Scale factors are fixed per point, as on real inverters. Serve it with
-``TcpSimulator(InverterUnit(...), port=N)``.
+Each model is encoded by pysunspec2's own device model (``sunspec2.device.Model``: its points,
+scale factors and "not implemented" values), not by the agent's ``drivers.sunspec_models``, so
+the two sides share the published model definitions and nothing else. Scale factors are fixed per
+point, as on real inverters. Serve it with ``TcpSimulator(InverterUnit(...), port=N)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from drivers.sunspec_models import END_ID, MARKER, encode_point, model_def
-from firmware_sim.meter import SimUnit
-from firmware_sim.solar_model import SolarModel
+from sunspec2.device import Model
 
+from edgetwin.firmware_sim.meter import SimUnit
+from edgetwin.firmware_sim.solar_model import SolarModel
+
+MARKER = [0x5375, 0x6E53]  # "SunS"
+END_ID = 0xFFFF
 BASE = 40000
 MODELS = (1, 103, 120)
 # scale factors the simulated inverter uses
@@ -33,18 +38,36 @@ SF_103 = {
 }
 
 
+def _registers(mid: int) -> int:
+    """How many registers model ``mid`` takes with its ID and L header."""
+    return int(Model(model_id=mid).len)
+
+
 def layout(base: int = BASE) -> dict[int, int]:
     """model id -> address of its ID register."""
     addr = base + 2
     out = {}
     for mid in MODELS:
         out[mid] = addr
-        addr += 2 + model_def(mid).length
+        addr += _registers(mid)
     return out
 
 
+def _image(mid: int, raw: Mapping[str, Any], scaled: Mapping[str, float] = {}) -> list[int]:
+    """Model ``mid`` as registers: ``raw`` point values as they are (scale factors, enums,
+    strings), ``scaled`` in engineering units (pysunspec2 applies the point's scale factor, so
+    those must be in ``raw``); every other point reads "not implemented"."""
+    model = Model(model_id=mid)
+    for name, value in raw.items():
+        model.points[name].value = value
+    for name, measured in scaled.items():
+        model.points[name].cvalue = measured
+    data = model.get_mb()
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
+
+
 class InverterUnit(SimUnit):
-    register_count = 2 + sum(2 + model_def(m).length for m in MODELS) + 2
+    register_count = 2 + sum(_registers(m) for m in MODELS) + 2
 
     def __init__(
         self,
@@ -64,32 +87,11 @@ class InverterUnit(SimUnit):
         self.serial_number = serial_number
         self.addresses = layout(base)
 
-    def _model_regs(self, mid: int) -> list[int]:
-        m = model_def(mid)
-        regs = [0] * (2 + m.length)
-        regs[0], regs[1] = mid, m.length
-        return regs
-
     def build_image(self, now: float) -> dict[int, list[int]]:
         st = self.model.step(now)
-        image: dict[int, list[int]] = {self.register_base: list(MARKER)}
-
-        common, m1 = self._model_regs(1), model_def(1)
-        for name, value in (
-            ("Mn", "EdgeTwin"),
-            ("Md", "SimInverter 10k"),
-            ("Vr", "1.0"),
-            ("SN", self.serial_number),
-            ("DA", self.unit_id or 1),
-        ):
-            encode_point(m1, common, name, value)
-        encode_point(m1, common, "Opt", None)
-        image[self.addresses[1]] = common
-
-        inv, m103 = self._model_regs(103), model_def(103)
-        for name, sf in SF_103.items():
-            encode_point(m103, inv, name, sf)
-        values = {
+        common = {"Mn": "EdgeTwin", "Md": "SimInverter 10k", "Vr": "1.0",
+                  "SN": self.serial_number, "DA": self.unit_id or 1}  # fmt: skip
+        measured = {
             "A": sum(st.amps.values()),
             "AphA": st.amps["phsA"],
             "AphB": st.amps["phsB"],
@@ -111,55 +113,16 @@ class InverterUnit(SimUnit):
             "DCW": st.dc_w,
             "TmpCab": st.temp_c,
         }
-        for name, measured in values.items():
-            sf_name = m103.points[name].sf
-            encode_point(
-                m103, inv, name, measured, SF_103[sf_name] if isinstance(sf_name, str) else 0
-            )
-        for name in (
-            "TmpSnk",
-            "TmpTrns",
-            "TmpOt",
-            "StVnd",
-            "Evt2",
-            "EvtVnd1",
-            "EvtVnd2",
-            "EvtVnd3",
-            "EvtVnd4",
-        ):
-            encode_point(m103, inv, name, None)  # not implemented on this inverter
-        encode_point(m103, inv, "St", st.state)
-        encode_point(m103, inv, "Evt1", 0)
-        image[self.addresses[103]] = inv
-
-        plate, m120 = self._model_regs(120), model_def(120)
-        for name in ("WRtg_SF", "VARtg_SF", "ARtg_SF", "VArRtg_SF", "PFRtg_SF"):
-            encode_point(m120, plate, name, 0 if name != "PFRtg_SF" else -2)
-        encode_point(m120, plate, "DERTyp", 4)  # PV
-        encode_point(m120, plate, "WRtg", self.model.rated_w)
-        encode_point(m120, plate, "VARtg", self.model.rated_w)
-        encode_point(m120, plate, "ARtg", self.model.rated_w / 3 / 277 * 1.1)
-        for name in (
-            "WHRtg",
-            "WHRtg_SF",
-            "AhrRtg",
-            "AhrRtg_SF",
-            "MaxChaRte",
-            "MaxChaRte_SF",
-            "MaxDisChaRte",
-            "MaxDisChaRte_SF",
-            "VArRtgQ1",
-            "VArRtgQ2",
-            "VArRtgQ3",
-            "VArRtgQ4",
-            "PFRtgQ1",
-            "PFRtgQ2",
-            "PFRtgQ3",
-            "PFRtgQ4",
-        ):
-            encode_point(m120, plate, name, None)
-        image[self.addresses[120]] = plate
-
-        end = self.addresses[120] + len(plate)
-        image[end] = [END_ID, 0]
-        return image
+        inverter = _image(103, {**SF_103, "St": st.state, "Evt1": 0}, measured)
+        rated = {"WRtg": self.model.rated_w, "VARtg": self.model.rated_w,
+                 "ARtg": self.model.rated_w / 3 / 277 * 1.1}  # fmt: skip
+        plate_sf = {"WRtg_SF": 0, "VARtg_SF": 0, "ARtg_SF": 0, "VArRtg_SF": 0, "PFRtg_SF": -2}
+        nameplate = _image(120, {**plate_sf, "DERTyp": 4}, rated)  # DERTyp 4: PV
+        end = self.addresses[120] + len(nameplate)
+        return {
+            self.register_base: list(MARKER),
+            self.addresses[1]: _image(1, common),
+            self.addresses[103]: inverter,
+            self.addresses[120]: nameplate,
+            end: [END_ID, 0],
+        }

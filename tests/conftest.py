@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.broker import Mosquitto, free_port, mosquitto_path
-from agent.keys import generate, load_trust_dir
-from firmware_sim.meter import MeterSimulator
-from firmware_sim.site import meter_mrid, site_config
+from edgetwin.agent.tools.broker import Mosquitto, free_port, mosquitto_path
+from edgetwin.firmware_sim.meter import MeterSimulator
+from edgetwin.firmware_sim.site import meter_mrid, site_config
+from edgetwin.wire.keys import generate, load_trust_dir
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 

@@ -31,7 +31,7 @@ def write_config(
 ) -> Path:
     """``tmp_path/edgetwin.toml``: a ``test-agent`` with no simulated meters and a quiet status
     (``site`` overrides ``site_config``'s keywords), followed by ``body`` (devices, twins...)."""
-    from firmware_sim.site import site_config
+    from edgetwin.firmware_sim.site import site_config
 
     settings: dict[str, Any] = {"meters": [], "status_interval_s": 3600, **site}
     head = site_config(

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.broker import Mosquitto, free_port
-from firmware_sim.meter import MeterSimulator
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.firmware_sim.meter import MeterSimulator
 from tests.conftest import METER_MRID
 from tests.helpers import meter_config, until
 from tests.test_end_to_end import running, subscribed
@@ -111,7 +111,9 @@ async def _cli_alarms(cfg: Path) -> str:
     def listed() -> bool:
         nonlocal out
         proc = subprocess.run(
-            [sys.executable, "-m", "agent", "alarms", str(cfg)], capture_output=True, text=True
+            [sys.executable, "-m", "edgetwin.agent", "alarms", str(cfg)],
+            capture_output=True,
+            text=True,
         )
         out = proc.stdout
         return proc.returncode == 0 and "outage" in out

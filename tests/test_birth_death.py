@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.broker import Mosquitto, free_port
-from firmware_sim.meter import MeterSimulator
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.firmware_sim.meter import MeterSimulator
 from tests.conftest import METER_MRID
 from tests.helpers import until
 from tests.test_end_to_end import agent_process, running, subscribed

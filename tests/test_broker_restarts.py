@@ -7,7 +7,7 @@ publish only on its PUBACK; mosquitto sends the PUBACK once the message is queue
 and writes its persistence file only every ``autosave_interval`` seconds (default 1800) and at a
 clean exit. A clean stop (SIGTERM) saves everything: 60 restarts lost nothing, before and after
 this change. A broker that dies (SIGKILL, power, OOM) loses what it acknowledged since its last
-save: 190 of 341 messages in 12 kills with the default settings; with ``agent.broker.DURABLE``
+save: 190 of 341 messages in 12 kills with the default settings; with ``agent.tools.broker.DURABLE``
 (save after every change) 0 and 8 of ~345 in two runs -- the window between a PUBACK and the
 next save, which mosquitto 2.0 cannot close. That is the broker's; docs/operations.md says
 which settings to use and what they cost.
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.broker import Mosquitto, free_port
-from firmware_sim.meter import MeterSimulator
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.firmware_sim.meter import MeterSimulator
 from tests.helpers import until
 from tests.test_end_to_end import running, subscribed
 

@@ -16,8 +16,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.broker import Mosquitto, free_port
-from agent.codec import Signer, pack, unpack
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.wire.envelope import Signer, pack, unpack
 from tests.conftest import METER_MRID
 from tests.helpers import wait_until
 
@@ -26,7 +26,7 @@ TOPIC = f"openfmb/metermodule/MeterReadingProfile/{METER_MRID}"
 
 def edgetwin(*args: str, **kw) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     return subprocess.run(
-        [sys.executable, "-m", "agent", *args],
+        [sys.executable, "-m", "edgetwin.agent", *args],
         capture_output=True,
         text=True,
         timeout=kw.pop("timeout", 60),
@@ -64,14 +64,23 @@ def test_run_stops_cleanly_on_sigterm(
     mosquitto: Mosquitto, make_config: Callable[..., Path], tmp_path: Path
 ) -> None:
     sim = subprocess.Popen(
-        [sys.executable, "-m", "firmware_sim", "meter", "--port", str(port := free_port())],
+        [
+            sys.executable,
+            "-m",
+            "edgetwin.firmware_sim",
+            "meter",
+            "--port",
+            str(port := free_port()),
+        ],
         stdout=subprocess.PIPE,
     )
     try:
         wait_until(lambda: b"simulated meter" in (sim.stdout.readline() if sim.stdout else b""))
         cfg = make_config(mqtt_port=mosquitto.port, devices=[("meter1", port)])
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", str(cfg)], stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "edgetwin.agent", "run", str(cfg)],
+            stderr=subprocess.PIPE,
+            text=True,
         )
         status = tmp_path / "data" / "status.json"
         wait_until(lambda: status.exists())  # written once the agent is up
@@ -91,7 +100,7 @@ def test_run_stops_cleanly_on_sigterm(
 def test_subscribe_reports_forged_and_tampered_messages_as_invalid(
     mosquitto: Mosquitto, keys: dict[str, Path]
 ) -> None:
-    from agent.keys import load_private
+    from edgetwin.wire.keys import load_private
 
     proc = subprocess.Popen(
         [
@@ -159,7 +168,7 @@ def test_demo_runs_for_a_duration_with_a_summary(tmp_path: Path, broker: list[st
 
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "demo", "--data-dir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "edgetwin.agent", "demo", "--data-dir", str(tmp_path / "demo")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.broker import Mosquitto, free_port
-from agent.command import ResultWaiter, build_command, publish
-from agent.commission import commission
-from agent.config import load_config
-from agent.keys import generate, load_private, load_trust_dir
-from agent.metrics import render
-from firmware_sim.breaker import BreakerSimulator
+from edgetwin.agent.operations.metrics import render
+from edgetwin.agent.runtime.config import load_config
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.agent.tools.commission import commission
+from edgetwin.central.command import ResultWaiter, build_command, publish
+from edgetwin.firmware_sim.breaker import BreakerSimulator
+from edgetwin.wire.keys import generate, load_private, load_trust_dir
 from tests.helpers import opcua_breaker, until, write_config
 from tests.test_end_to_end import running, subscribed
 
@@ -217,8 +217,8 @@ async def test_a_flood_of_forged_commands_is_refused_without_starving_telemetry(
             polls = agent.devices[0].stats.polls
 
             def flood() -> None:
-                from agent.config import MqttConfig
-                from agent.mqtt import make_client
+                from edgetwin.agent.northbound.mqtt import make_client
+                from edgetwin.agent.runtime.config import MqttConfig
 
                 client = make_client(MqttConfig(port=mosquitto.port), "forger")
                 client.connect("127.0.0.1", mosquitto.port)
@@ -248,7 +248,7 @@ async def test_a_breaker_on_opc_ua_is_opened_by_signed_command(
     tmp_path: Path, keys: dict[str, Path], central: dict[str, Any], mosquitto: Mosquitto
 ) -> None:
     """The control path is the driver's: the same signed command writes an OPC UA variable."""
-    from firmware_sim.opcua_substation import SubstationSimulator
+    from edgetwin.firmware_sim.opcua_substation import SubstationSimulator
 
     async with SubstationSimulator(port=free_port()) as sub:
         assert await sub.read("Breaker1.Position") is True
@@ -321,8 +321,8 @@ async def test_valid_commands_get_through_a_forged_flood_and_every_one_is_answer
                     valid.append((cmd, env))
 
             def flood() -> list[dict[str, Any] | None]:
-                from agent.config import MqttConfig
-                from agent.mqtt import make_client
+                from edgetwin.agent.northbound.mqtt import make_client
+                from edgetwin.agent.runtime.config import MqttConfig
 
                 with ResultWaiter(
                     mosquitto.url, site_trust(keys), kind="switch", mrid=BREAKER

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from agent.broker import Mosquitto, free_port
-from agent.codec import b64url
-from agent.keys import generate, load_private
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.wire.envelope import b64url
+from edgetwin.wire.keys import generate, load_private
 from tests.helpers import wait_until, write_config
 
 BREAKER = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
@@ -113,8 +113,8 @@ class Site:
     """The agent and the breaker as processes, and a publishing client."""
 
     def __init__(self, tmp: Path, mosquitto: Mosquitto) -> None:
-        from agent.config import MqttConfig
-        from agent.mqtt import make_client
+        from edgetwin.agent.northbound.mqtt import make_client
+        from edgetwin.agent.runtime.config import MqttConfig
 
         self.mosquitto = mosquitto
         keys = {"private": generate(tmp / "keys" / "agent.key")[0]}
@@ -125,7 +125,14 @@ class Site:
                          'twins = ["*"]\nactions = ["*"]\n')  # fmt: skip
         self.sim_port, self.http_port = free_port(), free_port()
         self.sim = subprocess.Popen(
-            [sys.executable, "-m", "firmware_sim", "breaker", "--port", str(self.sim_port)],
+            [
+                sys.executable,
+                "-m",
+                "edgetwin.firmware_sim",
+                "breaker",
+                "--port",
+                str(self.sim_port),
+            ],
             stdout=subprocess.DEVNULL,
         )
         self.cfg = write_config(tmp, keys, mosquitto.port, f"""
@@ -158,7 +165,7 @@ point_map = "sim_breaker"
 
     def start(self) -> None:
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", str(self.cfg)],
+            [sys.executable, "-m", "edgetwin.agent", "run", str(self.cfg)],
             stderr=self.log.open("ab"),
         )
         wait_until(lambda: self.metrics().get("edgetwin_mqtt_connected") == 1.0, 60, "agent up")

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from agent.codec import b64url, parse_header
-from agent.command import twin_class
-from agent.config import load_config
+from edgetwin.agent.runtime.config import load_config
+from edgetwin.central.command import control_shape
+from edgetwin.core import registry
+from edgetwin.twins.base import event_message
+from edgetwin.twins.control import parse_frame
+from edgetwin.wire.envelope import b64url, parse_header
 from tests.conftest import ROOT
-from twins.base import event_message
-from twins.control import parse_frame
 
 DOC = (ROOT / "docs" / "control.md").read_text()
 EXAMPLES = {m[1]: json.loads(m[2]) for m in re.finditer(r"```json (\S+)\n(.*?)```", DOC, re.S)}
@@ -30,7 +31,7 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The control example's breaker and ESS twins, and a switch on the breaker's points."""
     import shutil
 
-    from agent.keys import generate
+    from edgetwin.wire.keys import generate
 
     folder = tmp_path_factory.mktemp("docs")
     shutil.copytree(ROOT / "packaging" / "control", folder / "packaging" / "control")
@@ -39,7 +40,7 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         generate(folder / "packaging" / "control" / "central" / f"{kid}.key")
     cfg = load_config(folder / "packaging" / "control" / "edgetwin.toml")
     by_kind = {t.spec.kind: t for t in cfg.twins}
-    by_kind["switch"] = twin_class("switch")(by_kind["breaker"].spec)
+    by_kind["switch"] = registry.load(registry.TWINS, "switch")(by_kind["breaker"].spec)
     return by_kind
 
 
@@ -75,8 +76,9 @@ def test_the_topic_tables_are_the_profiles_the_twins_use() -> None:
     controls, results = table("## Control maps"), table("## Results")
     assert set(controls) == set(results) == set(KINDS)
     for kind in KINDS:
-        cls = twin_class(kind)
-        control, event = cls.control_profile, cls.event_profile
+        shape, cls = control_shape(kind), registry.load(registry.TWINS, kind)
+        control, event = shape.control, shape.event
+        assert (cls.control_profile, cls.event_profile) == (control, event)  # one shape, both sides
         topic, equipment, body = controls[kind]
         assert topic == control.topic("openfmb", "<mRID>") and equipment == control.equipment
         assert body.startswith(control.body + ".")
@@ -107,7 +109,9 @@ def test_readme_tells_verifiers_seq_is_per_agent_and_birth_death_count_apart() -
 
 def test_refusal_reasons_listed_are_the_codes() -> None:
     listed = set(re.findall(r"`(\w+)`", DOC[DOC.index("Refusal reasons:") :].split("\n\n")[0]))
-    code = (ROOT / "agent" / "control.py").read_text() + (ROOT / "twins" / "control.py").read_text()
+    code = (ROOT / "agent" / "runtime" / "control.py").read_text() + (
+        ROOT / "twins" / "control.py"
+    ).read_text()
     used = set(re.findall(r'Refused\(\s*"(\w+)"', code)) | set(
         re.findall(r'BadCommand\(\s*"(\w+)"', code)
     )

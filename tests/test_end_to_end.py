@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from agent.app import Agent
-from agent.broker import Mosquitto, free_port
-from agent.config import load_config
-from agent.keys import load_trust_dir
-from agent.subscriber import Subscription, Verifier
-from firmware_sim.meter import MeterSimulator
+from edgetwin.agent.runtime.app import Agent
+from edgetwin.agent.runtime.config import load_config
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.central.subscriber import Subscription, Verifier
+from edgetwin.firmware_sim.meter import MeterSimulator
+from edgetwin.wire.keys import load_trust_dir
 from tests.conftest import METER_MRID, OTHER_MRID
 from tests.helpers import until
 
@@ -160,7 +160,7 @@ async def test_broker_outage_loses_nothing_and_keeps_order(
 
 def agent_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "agent", "--log-level", "debug", "run", str(config)],
+        [sys.executable, "-m", "edgetwin.agent", "--log-level", "debug", "run", str(config)],
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         env={**os.environ},

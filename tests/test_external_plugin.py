@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.broker import Mosquitto
+from edgetwin.agent.tools.broker import Mosquitto
 from tests.conftest import METER_MRID
 from tests.helpers import wait_until
 from tests.test_end_to_end import subscribed
@@ -24,8 +24,8 @@ DRIVER = '''
 import time
 from typing import ClassVar
 
-from agent.models import GOOD, Reading
-from drivers.base import DeviceConfig
+from edgetwin.core.models import GOOD, Reading
+from edgetwin.drivers.base import DeviceConfig
 
 
 class ConstantConfig(DeviceConfig):
@@ -104,13 +104,16 @@ def test_an_installed_package_adds_a_driver_the_agent_uses(
     env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
 
     check = subprocess.run(
-        [sys.executable, "-m", "agent", "check", str(cfg)], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "edgetwin.agent", "check", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert check.returncode == 0, check.stderr
     assert "meter1: constant" in check.stdout
 
     with subscribed(mosquitto.url, keys["trust"]) as got:
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", str(cfg)], env=env)
+        agent = subprocess.Popen([sys.executable, "-m", "edgetwin.agent", "run", str(cfg)], env=env)
         try:
             topic = f"openfmb/metermodule/MeterReadingProfile/{METER_MRID}"
             wait_until(lambda: len(got.on(topic)) >= 1, what="a message from the plugin's device")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.broker import Mosquitto, free_port
-from firmware_sim.opcua_substation import SubstationSimulator
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.firmware_sim.opcua_substation import SubstationSimulator
 from tests.helpers import discover_into_config, until
 from tests.test_end_to_end import running, subscribed
 

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.broker import Mosquitto, free_port
-from firmware_sim.meter import MeterSimulator
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.firmware_sim.meter import MeterSimulator
 from tests.helpers import meter_config, until, wait_until, write_config
 from tests.test_end_to_end import running
 
@@ -170,7 +170,7 @@ def test_systemd_notify_ready_watchdog_and_stopping(
     sock.settimeout(10)
     cfg = write_config(tmp_path, keys, mosquitto.port, "", meters=[("meter1", free_port())])
     env = {**os.environ, "NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "1000000"}
-    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", str(cfg)], env=env)
+    agent = subprocess.Popen([sys.executable, "-m", "edgetwin.agent", "run", str(cfg)], env=env)
     got: list[str] = []
     try:
         while sum(m == "WATCHDOG=1" for m in got) < 2:
@@ -189,7 +189,7 @@ def test_systemd_notify_ready_watchdog_and_stopping(
 def test_json_logs(keys: dict[str, Path], tmp_path: Path) -> None:
     cfg = write_config(tmp_path, keys, free_port(), "", meters=[("meter1", free_port())])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "--log-format", "json", "run", str(cfg)],
+        [sys.executable, "-m", "edgetwin.agent", "--log-format", "json", "run", str(cfg)],
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from agent.config import AgentFile
+from edgetwin.agent.runtime.config import AgentFile
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "packaging" / "kubernetes" / "edgetwin.yaml"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.broker import free_port
+from edgetwin.agent.tools.broker import free_port
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()

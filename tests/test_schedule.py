@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.app import Agent
-from agent.broker import Mosquitto, free_port
-from agent.clock import ManualClock
-from agent.command import ResultWaiter, build_command, publish
-from agent.commission import commission
-from agent.config import load_config
-from agent.keys import generate, load_private, load_trust_dir
-from firmware_sim.battery import BatterySimulator
+from edgetwin.agent.runtime.app import Agent
+from edgetwin.agent.runtime.config import load_config
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.agent.tools.commission import commission
+from edgetwin.central.command import ResultWaiter, build_command, publish
+from edgetwin.core.clock import ManualClock
+from edgetwin.firmware_sim.battery import BatterySimulator
+from edgetwin.wire.keys import generate, load_private, load_trust_dir
 from tests.helpers import until, write_config
 
 ESS = "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d"

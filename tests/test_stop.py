@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.broker import Mosquitto, free_port
+from edgetwin.agent.tools.broker import Mosquitto, free_port
 from tests.helpers import wait_until
 
 METERS = 10
@@ -29,7 +29,7 @@ def meters() -> Iterator[int]:
     while any(free_port() == port + i for i in range(METERS)):  # rarely: pick again
         port = free_port()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "firmware_sim", "meter", "--port", str(port), "--count",
+        [sys.executable, "-m", "edgetwin.firmware_sim", "meter", "--port", str(port), "--count",
          str(METERS)],
         stdout=subprocess.PIPE,
     )  # fmt: skip
@@ -66,7 +66,9 @@ def test_sigterm_stops_the_agent_within_its_bound_every_time(
     cfg.write_text(cfg.read_text() + f"\n[http]\nport = {http_port}\n")
     for run in range(6):
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", str(cfg)], stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "edgetwin.agent", "run", str(cfg)],
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             # stop at a different point of the polling each time: after 20, 60, 100... polls

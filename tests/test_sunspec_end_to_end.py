@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.broker import Mosquitto, free_port
-from firmware_sim.meter import TcpSimulator
-from firmware_sim.solar_model import SolarModel
-from firmware_sim.sunspec_inverter import InverterUnit
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.firmware_sim.meter import TcpSimulator
+from edgetwin.firmware_sim.solar_model import SolarModel
+from edgetwin.firmware_sim.sunspec_inverter import InverterUnit
 from tests.helpers import discover_into_config, until
 from tests.test_end_to_end import running, subscribed
 

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.broker import Mosquitto, free_port, wait_port
-from firmware_sim.meter import MeterSimulator
+from edgetwin.agent.tools.broker import Mosquitto, free_port, wait_port
+from edgetwin.firmware_sim.meter import MeterSimulator
 from tests.conftest import METER_MRID, OTHER_MRID
 from tests.helpers import until
 from tests.test_end_to_end import running
@@ -17,7 +17,7 @@ from tests.test_end_to_end import running
 
 def edgetwin(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "edgetwin.agent", *args], capture_output=True, text=True, timeout=60
     )
 
 
@@ -59,7 +59,7 @@ def test_commission_checks_the_device_and_records_the_twin(
 ) -> None:
     port = free_port()
     sim = subprocess.Popen(
-        [sys.executable, "-m", "firmware_sim", "meter", "--port", str(port)],
+        [sys.executable, "-m", "edgetwin.firmware_sim", "meter", "--port", str(port)],
         stdout=subprocess.DEVNULL,
     )
     try:
@@ -90,7 +90,7 @@ def test_after_the_agent_is_killed_every_reader_says_it_is_not_running(
     from tests.helpers import wait_until
 
     port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "firmware_sim", "meter", "--port", str(port)],
+    sim = subprocess.Popen([sys.executable, "-m", "edgetwin.firmware_sim", "meter", "--port", str(port)],
                            stdout=subprocess.DEVNULL)  # fmt: skip
     try:
         wait_port(port)
@@ -98,7 +98,7 @@ def test_after_the_agent_is_killed_every_reader_says_it_is_not_running(
         cfg.write_text(
             cfg.read_text().replace("status_interval_s = 3600", "status_interval_s = 0.2")
         )
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", str(cfg)],
+        agent = subprocess.Popen([sys.executable, "-m", "edgetwin.agent", "run", str(cfg)],
                                  stderr=subprocess.DEVNULL)  # fmt: skip
         status = tmp_path / "data" / "status.json"
         wait_until(

@@ -3,8 +3,8 @@
 A twin adapts one asset. The runtime gives it readings from its device; the twin applies each
 point's transform, keeps the live state (value, quality, time per field, and whether its device is
 available), asks its report filter what changed enough to report, and turns that into OpenFMB
-profile messages. It does no I/O: the pipeline (``agent.pipeline``) moves its messages into the
-outbox. All methods are called from one task at a time.
+profile messages. It does no I/O: the pipeline (``agent.runtime.pipeline``) moves its messages
+into the outbox. All methods are called from one task at a time.
 
 Asset types with derived quantities or state machines subclass ``PointMapTwin`` and override
 ``derive``; a type that is fully described by data (like the meter) only names its profiles.
@@ -20,13 +20,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from agent.models import FAILURE, Reading
-from drivers.base import PointSpec
-from edge_rules.deadband import ReportByException, ReportPolicy
-from edge_rules.engine import RuleEngine
-from edge_rules.quality import QualityRules, QualitySettings
-from twins.pointmap import PointEntry, ReportingSettings
-from twins.profiles import Profile, analytics_profile, event_body
+from edgetwin.core.models import FAILURE, Reading
+from edgetwin.core.points import PointSpec
+from edgetwin.edge_rules.deadband import ReportByException, ReportPolicy
+from edgetwin.edge_rules.engine import RuleEngine
+from edgetwin.edge_rules.quality import QualityRules, QualitySettings
+from edgetwin.twins.pointmap import PointEntry, ReportingSettings
+from edgetwin.wire.openfmb import Profile, analytics_profile, event_body
 
 
 class MessageClass(enum.IntEnum):
@@ -138,7 +138,7 @@ def combine(inputs: Sequence[Reading], value: object, field: str) -> Reading:
 
 
 def event_message(twin: Any, kind: str, body: Mapping[str, Any], now: float) -> Outgoing:
-    """An event on ``twin``'s event profile -- ``{kind: body}`` (``twins.profiles.event_body``),
+    """An event on ``twin``'s event profile -- ``{kind: body}`` (``wire.openfmb.event_body``),
     dropped last by the outbox. Rule events and command results both go out this way."""
     profile: Profile = twin.event_profile
     s: TwinSpec = twin.spec

@@ -4,9 +4,9 @@ A controllable twin names the profile it listens to (``control_profile``), the o
 results go to (``event_profile``), the actions it accepts (``actions()``, from its point map:
 a twin whose map has no writable input offers none), and turns a control profile map into a
 ``Command``: writes to point-map input fields, now (``writes``) or at times (``schedule``).
-It also builds that map from an action and its arguments (``control_body``), so the central
-side (``edgetwin command``) and the agent share one shape. No I/O here: ``agent.control``
-checks commands and executes their writes; ``agent.schedule`` runs schedules.
+The shape of each kind's control map (``wire.control``) is shared with the central side, which
+builds commands from it (``central.command``). No I/O here: ``agent.runtime.control``
+checks commands and executes their writes; ``agent.runtime.schedule`` runs schedules.
 
 Two families:
 
@@ -28,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from twins.base import BoundPoint, TwinSpec, TwinState
-from twins.profiles import Profile, timestamp
+from edgetwin.twins.base import BoundPoint, TwinSpec, TwinState
+from edgetwin.wire.control import Discrete, Schedule
+from edgetwin.wire.openfmb import Profile
 
 SETPOINT = "@set."  # prefix of point-map fields a schedule parameter writes
 MAX_CURVE_POINTS = 288  # a day at 5-minute resolution
@@ -121,10 +122,9 @@ def _dig(node: Any, path: Sequence[str]) -> Any:
 
 
 class DiscreteControl:
-    """``open`` / ``close`` through ``<control body>.<control_ln>.Pos.ctlVal``."""
+    """``open`` / ``close`` (``wire.control.Discrete``): writes ``@Pos``."""
 
-    control_profile: ClassVar[Profile]
-    control_ln: ClassVar[str]
+    control: ClassVar[Discrete]
     spec: TwinSpec
 
     def bound_points(self) -> Sequence[BoundPoint]:
@@ -134,27 +134,18 @@ class DiscreteControl:
         return ("open", "close") if any(bp.field == "@Pos" for bp in self.bound_points()) else ()
 
     def parse_command(self, body: Mapping[str, Any]) -> Command:
-        ctl = _dig(body, (self.control_profile.body, self.control_ln, "Pos", "ctlVal"))
+        ctl = _dig(body, self.control.path())
         if not isinstance(ctl, bool):
             raise BadCommand("malformed", f"Pos.ctlVal must be true or false, not {ctl!r}")
         if not self.actions():
             raise BadCommand("unknown_action", "this twin's point map has no writable @Pos")
         return Command("close" if ctl else "open", writes=(Write("@Pos", ctl),))
 
-    @classmethod
-    def control_body(
-        cls, action: str, schedule: Sequence[tuple[float, Mapping[str, float]]] = ()
-    ) -> dict[str, Any]:
-        if action not in ("open", "close") or schedule:
-            raise ValueError(f"{cls.__name__} accepts the actions open and close")
-        return {cls.control_ln: {"Pos": {"ctlVal": action == "close"}}}
-
 
 class ScheduleControl:
-    """Curve points with start times through OpenFMB's ``controlScheduleFSCH``."""
+    """Curve points with start times (``wire.control.Schedule``): writes ``@set.<parameter>``."""
 
-    control_profile: ClassVar[Profile]
-    control_fscc: ClassVar[str]  # e.g. "essControlFSCC"
+    control: ClassVar[Schedule]
     spec: TwinSpec
 
     def bound_points(self) -> Sequence[BoundPoint]:
@@ -172,8 +163,7 @@ class ScheduleControl:
         return ("schedule",) if self.setpoints() else ()
 
     def parse_command(self, body: Mapping[str, Any]) -> Command:
-        path = (self.control_profile.body, *_schedule_path(self.control_fscc))
-        points = _dig(body, path)
+        points = _dig(body, self.control.path())
         if not isinstance(points, list) or not points:
             raise BadCommand("malformed", "schPts must be a non-empty list")
         if len(points) > MAX_CURVE_POINTS:
@@ -192,34 +182,6 @@ class ScheduleControl:
             writes = tuple(_setpoint(setpoints, p, i) for p in params)
             curve.append(CurvePoint(start, writes))
         return Command("schedule", schedule=tuple(curve))
-
-    @classmethod
-    def control_body(
-        cls, action: str, schedule: Sequence[tuple[float, Mapping[str, float]]] = ()
-    ) -> dict[str, Any]:
-        if action != "schedule" or not schedule:
-            raise ValueError(f"{cls.__name__} accepts the action schedule with curve points")
-        pts = [
-            {
-                "scheduleParameter": [
-                    {"scheduleParameterType": kind, "value": float(value)}
-                    for kind, value in params.items()
-                ],
-                "startTime": timestamp(start),
-            }
-            for start, params in schedule
-        ]
-        body: dict[str, Any] = {}
-        node = body
-        *parents, leaf = _schedule_path(cls.control_fscc)
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = pts
-        return body
-
-
-def _schedule_path(fscc: str) -> tuple[str, ...]:
-    return (fscc, "controlFSCC", "controlScheduleFSCH", "ValACSG", "schPts")
 
 
 def _start_time(point: Any, i: int) -> float:

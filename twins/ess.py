@@ -20,11 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agent.models import Reading
-from twins.base import PointMapTwin, combine
-from twins.control import ScheduleControl
-from twins.profiles import ESS_CONTROL, ESS_EVENT, ESS_READING, ESS_STATUS, ESS_ZBAT, ESS_ZGEN
-from twins.solar import unit_status
+from edgetwin.core.models import Reading
+from edgetwin.twins.base import PointMapTwin, combine
+from edgetwin.twins.control import ScheduleControl
+from edgetwin.twins.solar import unit_status
+from edgetwin.wire.control import ESS
+from edgetwin.wire.openfmb import (
+    ESS_READING,
+    ESS_STATUS,
+    ESS_ZBAT,
+    ESS_ZGEN,
+)
 
 OFF, STANDBY, CHARGING, DISCHARGING, FAULT = range(5)
 BAT_ST = f"{ESS_ZBAT}.BatSt"
@@ -36,9 +42,9 @@ class EssTwin(PointMapTwin, ScheduleControl):
     derived_fields = dict.fromkeys(
         (f for f in ESS_STATUS.fields if f != f"{ESS_ZBAT}.Soc"), "state"
     )
-    control_profile = ESS_CONTROL
-    event_profile = ESS_EVENT
-    control_fscc = "essControlFSCC"
+    control = ESS
+    control_profile = ESS.control
+    event_profile = ESS.event
 
     def derive(self, samples: Mapping[str, Reading]) -> dict[str, Reading]:
         st = samples.get("@St")

@@ -11,17 +11,10 @@ immediate setpoint), with results on ``GenericEventProfile``.
 
 from __future__ import annotations
 
-from twins.base import INPUT, PointMapTwin, TwinSpec
-from twins.control import ScheduleControl
-from twins.profiles import Profile
-
-MODULE = "genericmodule"
-GENERIC_EVENT = Profile(
-    MODULE, "GenericEventProfile", "eventMessageInfo", "asset", "genericEvent", {}
-)
-GENERIC_CONTROL = Profile(
-    MODULE, "GenericControlProfile", "controlMessageInfo", "asset", "genericControl", {}
-)
+from edgetwin.twins.base import INPUT, PointMapTwin, TwinSpec
+from edgetwin.twins.control import ScheduleControl
+from edgetwin.wire.control import GENERIC
+from edgetwin.wire.openfmb import GENERIC_MODULE, Profile
 
 
 def reading_profile(spec: TwinSpec) -> Profile:
@@ -31,14 +24,19 @@ def reading_profile(spec: TwinSpec) -> Profile:
         if not e.field.startswith(INPUT)
     }
     return Profile(
-        MODULE, "GenericReadingProfile", "readingMessageInfo", "asset", "genericReading", fields
+        GENERIC_MODULE,
+        "GenericReadingProfile",
+        "readingMessageInfo",
+        "asset",
+        "genericReading",
+        fields,
     )
 
 
 class GenericTwin(PointMapTwin, ScheduleControl):
-    control_profile = GENERIC_CONTROL
-    event_profile = GENERIC_EVENT
-    control_fscc = "genericControlFSCC"
+    control = GENERIC
+    control_profile = GENERIC.control
+    event_profile = GENERIC.event
 
     def __init__(self, spec: TwinSpec) -> None:
         self.profiles = (reading_profile(spec),)  # type: ignore[misc]

@@ -7,8 +7,8 @@ settlement reads) on ``<prefix>/metermodule/MeterEventProfile/<mRID>``.
 
 from __future__ import annotations
 
-from twins.base import PointMapTwin
-from twins.profiles import METER_EVENT, METER_READING
+from edgetwin.twins.base import PointMapTwin
+from edgetwin.wire.openfmb import METER_EVENT, METER_READING
 
 
 class MeterTwin(PointMapTwin):

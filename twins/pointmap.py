@@ -19,14 +19,16 @@ may sit on a point; the twin's config overrides them.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.models import Value
-from drivers.base import DataType, WordOrder
+from edgetwin.core.files import read_config_text
+from edgetwin.core.models import Value
+from edgetwin.core.points import DataType, WordOrder
 
 BUILTIN_DIR = Path(__file__).parent / "pointmaps"
 
@@ -115,21 +117,21 @@ class PointMap(BaseModel):
     points: list[dict[str, Any]]
 
 
+BUILTIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def resolve_path(ref: str, base_dir: Path) -> Path:
     """A point map reference is a built-in name (``sim_meter``) or a path relative to config."""
-    builtin = BUILTIN_DIR / f"{ref}.toml"
-    if "/" not in ref and not ref.endswith(".toml") and builtin.exists():
-        return builtin
+    if BUILTIN_NAME.fullmatch(ref) and (BUILTIN_DIR / f"{ref}.toml").exists():
+        return BUILTIN_DIR / f"{ref}.toml"  # (a name too long for a file is not one: no OSError)
     path = Path(ref)
     return path if path.is_absolute() else base_dir / path
 
 
 def load_raw(path: Path) -> PointMap:
     """Read a point map file (raises OSError, tomllib.TOMLDecodeError, pydantic errors)."""
-    from agent.files import read_config_text  # bounded: never /dev/zero, never a FIFO
-
     try:
-        text = read_config_text(path)
+        text = read_config_text(path)  # bounded: never /dev/zero, never a FIFO
     except ValueError as err:  # not UTF-8
         raise tomllib.TOMLDecodeError(str(err)) from None
     return PointMap.model_validate(tomllib.loads(text))

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agent.models import Reading
-from twins.base import PointMapTwin, combine
-from twins.control import ScheduleControl
-from twins.profiles import SOLAR_CONTROL, SOLAR_EVENT, SOLAR_READING, SOLAR_STATUS
+from edgetwin.core.models import Reading
+from edgetwin.twins.base import PointMapTwin, combine
+from edgetwin.twins.control import ScheduleControl
+from edgetwin.wire.control import SOLAR
+from edgetwin.wire.openfmb import SOLAR_READING, SOLAR_STATUS
 
 ZGEN = "solarStatusZGEN.solarEventAndStatusZGEN"
 GN_SYN_ST = f"{ZGEN}.GnSynSt"
@@ -52,9 +53,9 @@ def unit_status(
 class SolarTwin(PointMapTwin, ScheduleControl):
     profiles = (SOLAR_READING, SOLAR_STATUS)
     derived_fields = dict.fromkeys(SOLAR_STATUS.fields, "state")  # all derived
-    control_profile = SOLAR_CONTROL
-    event_profile = SOLAR_EVENT
-    control_fscc = "solarControlFSCC"
+    control = SOLAR
+    control_profile = SOLAR.control
+    event_profile = SOLAR.event
 
     def derive(self, samples: Mapping[str, Reading]) -> dict[str, Reading]:
         st = samples.get("@St")

@@ -19,20 +19,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
-from agent.models import Reading
-from twins.base import PointMapTwin, combine
-from twins.control import DiscreteControl
-from twins.profiles import (
-    BREAKER_CONTROL,
-    BREAKER_EVENT,
+from edgetwin.core.models import Reading
+from edgetwin.twins.base import PointMapTwin, combine
+from edgetwin.twins.control import DiscreteControl
+from edgetwin.wire.control import BREAKER, RECLOSER, SWITCH, Discrete
+from edgetwin.wire.openfmb import (
     BREAKER_READING,
     BREAKER_STATUS,
-    RECLOSER_CONTROL,
-    RECLOSER_EVENT,
     RECLOSER_READING,
     RECLOSER_STATUS,
-    SWITCH_CONTROL,
-    SWITCH_EVENT,
     SWITCH_READING,
     SWITCH_STATUS,
     Profile,
@@ -41,9 +36,9 @@ from twins.profiles import (
 
 class SwitchTwin(PointMapTwin, DiscreteControl):
     profiles = (SWITCH_READING, SWITCH_STATUS)
-    control_profile: ClassVar[Profile] = SWITCH_CONTROL
-    event_profile: ClassVar[Profile] = SWITCH_EVENT
-    control_ln = "switchDiscreteControlXSWI"
+    control: ClassVar[Discrete] = SWITCH
+    control_profile: ClassVar[Profile] = SWITCH.control
+    event_profile: ClassVar[Profile] = SWITCH.event
     status_ln: ClassVar[str] = "switchStatusXSWI"
     derived_fields = dict.fromkeys(SWITCH_STATUS.fields, "state")  # all derived
 
@@ -74,17 +69,17 @@ class SwitchTwin(PointMapTwin, DiscreteControl):
 
 class BreakerTwin(SwitchTwin):
     profiles = (BREAKER_READING, BREAKER_STATUS)
-    control_profile = BREAKER_CONTROL
-    event_profile = BREAKER_EVENT
-    control_ln = "breakerDiscreteControlXCBR"
+    control = BREAKER
+    control_profile = BREAKER.control
+    event_profile = BREAKER.event
     status_ln = "statusAndEventXCBR"
     derived_fields = dict.fromkeys(BREAKER_STATUS.fields, "state")
 
 
 class RecloserTwin(SwitchTwin):
     profiles = (RECLOSER_READING, RECLOSER_STATUS)
-    control_profile = RECLOSER_CONTROL
-    event_profile = RECLOSER_EVENT
-    control_ln = "recloserDiscreteControlXCBR"
+    control = RECLOSER
+    control_profile = RECLOSER.control
+    event_profile = RECLOSER.event
     status_ln = "statusAndEventXCBR"
     derived_fields = dict.fromkeys(RECLOSER_STATUS.fields, "state")

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwcrypto import jwk, jws
 
-from agent.codec import Signer, b64url_decode, pack, unpack, verify
-from agent.errors import VerificationError
+from edgetwin.core.errors import VerificationError
+from edgetwin.wire.envelope import Signer, b64url_decode, pack, unpack, verify
 
 TOPIC = "openfmb/metermodule/MeterReadingProfile/5f0a3c2e-8d1b-4f7a-9c3e-1b2d3e4f5a6b"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.errors import ConfigError
-from agent.keys import generate
+from edgetwin.agent.runtime.config import load_config
+from edgetwin.core.errors import ConfigError
+from edgetwin.wire.keys import generate
 from tests.conftest import example_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.cli import main
-from agent.keys import generate
+from edgetwin.agent.tools.cli import main
+from edgetwin.wire.keys import generate
 from tests.conftest import ROOT, example_config
 
 HOSTILE_VALUES = [
@@ -131,7 +131,7 @@ def test_named_mistakes_exit_2_with_one_clear_line(examples: list[Path], case: s
     assert data != text.encode()
     path = source.with_name(f"{case}.toml")
     path.write_bytes(data)
-    r = subprocess.run([sys.executable, "-m", "agent", "check", str(path)],
+    r = subprocess.run([sys.executable, "-m", "edgetwin.agent", "check", str(path)],
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert expected in r.stderr, r.stderr

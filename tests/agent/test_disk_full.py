@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.broker import Mosquitto, free_port
-from agent.outbox import EVENT, TELEMETRY, Outbox
-from firmware_sim.site import site_config
+from edgetwin.agent.northbound.outbox import EVENT, TELEMETRY, Outbox
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.firmware_sim.site import site_config
 from tests.agent.test_outbox import agent_like_notice
 from tests.helpers import SmallFilesystem, until
 

@@ -11,8 +11,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.broker import free_port
-from agent.embedded_broker import EmbeddedBroker, topic_matches
+from edgetwin.agent.tools.broker import free_port
+from edgetwin.agent.tools.embedded_broker import EmbeddedBroker, topic_matches
 from tests.helpers import until
 
 

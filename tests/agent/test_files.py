@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.files import state_db, state_dir, write_private, write_state
-from agent.keys import generate
+from edgetwin.core.files import state_db, state_dir, write_private, write_state
+from edgetwin.wire.keys import generate
 
 
 def mode(path: Path) -> int:
@@ -19,7 +19,7 @@ def mode(path: Path) -> int:
 
 
 def keygen(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", "keygen", *args],
+    return subprocess.run([sys.executable, "-m", "edgetwin.agent", "keygen", *args],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
@@ -112,8 +112,8 @@ async def test_the_agents_own_files_are_not_world_readable(
 
 
 def test_one_agent_per_data_folder_and_readers_see_whether_it_runs(tmp_path: Path) -> None:
-    from agent.errors import StartError
-    from agent.localstate import AgentLock, agent_running
+    from edgetwin.agent.runtime.localstate import AgentLock, agent_running
+    from edgetwin.core.errors import StartError
 
     assert not agent_running(tmp_path)
     first = AgentLock(tmp_path)

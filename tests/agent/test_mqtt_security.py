@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.app import Agent
-from agent.broker import Mosquitto, free_port
-from firmware_sim.meter import MeterSimulator
+from edgetwin.agent.runtime.app import Agent
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.firmware_sim.meter import MeterSimulator
 from tests.helpers import until
 from tests.test_end_to_end import running
 
@@ -115,7 +115,7 @@ async def test_wrong_password_is_refused_retried_and_nothing_is_lost(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="agent.publisher")
+    caplog.set_level(logging.WARNING, logger="edgetwin.agent.northbound.publisher")
     async with agent_with_password(*secure_broker, make_config, tmp_path, "wrong") as agent:
         await until(lambda: agent.outbox.depth >= 2, what="readings queued")  # type: ignore[union-attr]
         # the TLS handshake and the CONNACK take their time on a loaded machine: wait for it
@@ -135,7 +135,7 @@ async def test_a_broker_certificate_from_another_ca_is_named_as_such(
     other_ca = _pem(
         tmp_path / "other-ca.pem", _cert("Some other CA", other_key, other_key, None, ca=True)
     )
-    caplog.set_level(logging.WARNING, logger="agent")
+    caplog.set_level(logging.WARNING, logger="edgetwin")
     (tmp_path / "mqtt.password").write_text("s3cret\n")
     mqtt = {"username": "edgetwin", "password_file": tmp_path / "mqtt.password",
             "tls": {"ca_file": other_ca}}  # fmt: skip
@@ -150,7 +150,7 @@ async def test_a_broker_certificate_from_another_ca_is_named_as_such(
 async def test_a_refused_connection_is_logged_with_its_reason(
     make_config: Callable[..., Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="agent")
+    caplog.set_level(logging.WARNING, logger="edgetwin")
     async with MeterSimulator(port=free_port()) as sim:
         cfg = make_config(mqtt_port=free_port(), devices=[("meter1", sim.port)])
         async with running(cfg):

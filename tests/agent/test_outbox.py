@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from agent.outbox import EVENT, TELEMETRY, Outbox, ranges
+from edgetwin.agent.northbound.outbox import EVENT, TELEMETRY, Outbox, ranges
 
 
 async def open_box(path: Path, **kw: object) -> Outbox:
@@ -259,7 +259,7 @@ async def test_the_cap_holds_for_the_file_on_disk_and_the_file_shrinks_after_a_d
 
 
 async def test_a_lowered_cap_drops_in_bounded_steps(tmp_path: Path) -> None:
-    from agent.outbox import DROP_CHUNK
+    from edgetwin.agent.northbound.outbox import DROP_CHUNK
 
     db = tmp_path / "o.db"
     box = await open_box(db, max_bytes=1024**3)

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from agent.broker import free_port
-from agent.clock import ManualClock
-from agent.models import Reading, Validity
-from agent.running import RunningDevice
-from drivers.base import PointSpec
-from drivers.modbus import ModbusTcpConfig, ModbusTcpDriver
-from firmware_sim.meter import MeterSimulator
+from edgetwin.agent.runtime.running import RunningDevice
+from edgetwin.agent.tools.broker import free_port
+from edgetwin.core.clock import ManualClock
+from edgetwin.core.models import Reading, Validity
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.modbus import ModbusTcpConfig, ModbusTcpDriver
+from edgetwin.firmware_sim.meter import MeterSimulator
 from tests.helpers import until
 
 POINTS = [PointSpec("hz", 48, "float32", "holding")]
@@ -69,7 +69,7 @@ async def test_fixed_rate_schedule(meter: MeterSimulator) -> None:
 async def test_dead_device_backs_off_logs_once_and_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agent.running")
+    caplog.set_level(logging.INFO, logger="edgetwin.agent.runtime.running")
     clock, sink = ManualClock(), Sink()
     port = free_port()
     dev = device("m", port, sink, clock)

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from agent.broker import Mosquitto, free_port
-from agent.supervise import Supervisor
-from firmware_sim.meter import MeterSimulator
-from firmware_sim.site import meter_mrid, site_config
+from edgetwin.agent.operations.supervise import Supervisor
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.firmware_sim.meter import MeterSimulator
+from edgetwin.firmware_sim.site import meter_mrid, site_config
 from tests.helpers import until
 from tests.test_end_to_end import subscribed
 

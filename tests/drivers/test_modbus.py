@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from agent.broker import free_port
-from agent.errors import DeviceRejected, DeviceUnavailable
-from agent.models import Validity
-from drivers.base import PointSpec
-from drivers.modbus import ModbusTcpConfig, ModbusTcpDriver
-from firmware_sim import meter as sim_meter
-from firmware_sim.meter import MeterSimulator
+from edgetwin.agent.tools.broker import free_port
+from edgetwin.core.errors import DeviceRejected, DeviceUnavailable
+from edgetwin.core.models import Validity
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.modbus import ModbusTcpConfig, ModbusTcpDriver
+from edgetwin.firmware_sim import meter as sim_meter
+from edgetwin.firmware_sim.meter import MeterSimulator
 
 
 def cfg(port: int, **kw: object) -> ModbusTcpConfig:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.base import PointSpec
-from drivers.modbus_plan import plan_blocks
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.modbus_plan import plan_blocks
 
 
 def hr(key: str, addr: int, dtype: str = "float32") -> PointSpec:

@@ -11,18 +11,18 @@ from typing import Any
 import pytest
 from pymodbus.framer import FramerType
 
-from agent.broker import free_port
-from agent.clock import ManualClock
-from agent.errors import ConfigError, DeviceUnavailable
-from agent.running import RunningDevice
-from drivers.base import PointSpec
-from drivers.modbus import (
+from edgetwin.agent.runtime.running import RunningDevice
+from edgetwin.agent.tools.broker import free_port
+from edgetwin.core.clock import ManualClock
+from edgetwin.core.errors import ConfigError, DeviceUnavailable
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.modbus import (
     ModbusRtuConfig,
     ModbusRtuDriver,
     ModbusRtuOverTcpConfig,
     ModbusRtuOverTcpDriver,
 )
-from firmware_sim.meter import MeterSimulator, RtuMeterLine
+from edgetwin.firmware_sim.meter import MeterSimulator, RtuMeterLine
 from tests.agent.test_running import Sink
 from tests.helpers import until
 
@@ -133,7 +133,7 @@ async def test_crc_errors_are_bad_frames_not_crashes(line: tuple[RtuMeterLine, s
 async def test_units_on_one_line_must_agree_on_its_settings(
     tmp_path: Path, keys: dict[str, Path]
 ) -> None:
-    from agent.config import load_config
+    from edgetwin.agent.runtime.config import load_config
 
     cfg = tmp_path / "c.toml"
     devices = "".join(
@@ -183,8 +183,8 @@ async def test_a_port_that_will_not_open_says_why(port: str, expected: str) -> N
 
 
 def test_check_shows_where_rtu_and_opc_ua_devices_are() -> None:
-    from agent.cli import _where
-    from drivers.opcua import OpcUaConfig
+    from edgetwin.agent.tools.cli import _where
+    from edgetwin.drivers.opcua import OpcUaConfig
 
     assert _where(rtu("/dev/ttyUSB0", 7)) == "/dev/ttyUSB0 115200 8N1 unit 7"  # was "?:?"
     opc = OpcUaConfig(name="s", driver="opcua", url="opc.tcp://10.0.0.8:4840")

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from agent.broker import free_port
-from agent.clock import ManualClock
-from agent.errors import DeviceError
-from agent.models import Validity
-from agent.running import RunningDevice
-from drivers.base import PointSpec
-from drivers.opcua import OpcUaConfig, OpcUaDriver
-from firmware_sim.opcua_substation import NAMESPACE, SubstationSimulator
+from edgetwin.agent.runtime.running import RunningDevice
+from edgetwin.agent.tools.broker import free_port
+from edgetwin.core.clock import ManualClock
+from edgetwin.core.errors import DeviceError
+from edgetwin.core.models import Validity
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.opcua import OpcUaConfig, OpcUaDriver
+from edgetwin.firmware_sim.opcua_substation import NAMESPACE, SubstationSimulator
 from tests.agent.test_running import Sink
 from tests.helpers import until
 
@@ -179,7 +179,7 @@ async def test_server_restart_heals_and_node_ids_are_resolved_again(
 async def test_a_server_that_stops_answering_or_answers_slowly(
     plain: SubstationSimulator, fault: str
 ) -> None:
-    from firmware_sim.proxy import FaultProxy
+    from edgetwin.firmware_sim.proxy import FaultProxy
 
     async with FaultProxy(port=free_port(), target_port=plain.port) as proxy:
         url = plain.url.replace(str(plain.port), str(proxy.port))
@@ -194,7 +194,7 @@ async def test_a_server_that_stops_answering_or_answers_slowly(
 
 
 async def test_dropped_connections_are_noticed(plain: SubstationSimulator) -> None:
-    from firmware_sim.proxy import FaultProxy
+    from edgetwin.firmware_sim.proxy import FaultProxy
 
     async with FaultProxy(port=free_port(), target_port=plain.port) as proxy:
         url = plain.url.replace(str(plain.port), str(proxy.port))
@@ -215,7 +215,7 @@ async def test_a_steady_opc_ua_value_stays_good_and_the_first_report_is_not_inva
     """Servers move SourceTimestamp only when a value changes: a closed breaker read every
     0.1 s must not turn questionable/oldData after 3 polls (it read invalid before). And the
     first connect at agent start must not time out into an all-invalid first message."""
-    from agent.broker import Mosquitto  # noqa: F401  (the session broker fixture's type)
+    from edgetwin.agent.tools.broker import Mosquitto  # noqa: F401  (the session broker fixture's type)
     from tests.helpers import opcua_breaker, until, write_config
     from tests.test_end_to_end import running, subscribed
 

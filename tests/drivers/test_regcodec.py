@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from drivers.regcodec import decode, encode, register_count
+from edgetwin.drivers.regcodec import decode, encode, register_count
 
 # 123456.0 as float32 is 0x47F12000: ABCD words 0x47F1 0x2000
 VECTORS = [

@@ -6,13 +6,13 @@ import math
 
 import pytest
 
-from agent.broker import free_port
-from agent.errors import DeviceRejected
-from agent.models import Validity
-from drivers.base import PointSpec
-from drivers.sunspec import SunSpecConfig, SunSpecDriver, spans
-from firmware_sim.meter import MeterSimulator, TcpSimulator
-from firmware_sim.sunspec_inverter import InverterUnit
+from edgetwin.agent.tools.broker import free_port
+from edgetwin.core.errors import DeviceRejected
+from edgetwin.core.models import Validity
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.sunspec import SunSpecConfig, SunSpecDriver, spans
+from edgetwin.firmware_sim.meter import MeterSimulator, TcpSimulator
+from edgetwin.firmware_sim.sunspec_inverter import InverterUnit
 
 NOON = 12 * 3600.0
 
@@ -93,7 +93,7 @@ def test_addresses_are_checked_offline() -> None:
 
 
 def test_spans_merge_and_split() -> None:
-    from drivers.sunspec import FoundModel
+    from edgetwin.drivers.sunspec import FoundModel
 
     models = [FoundModel(1, 40002, 66), FoundModel(103, 40070, 50), FoundModel(160, 40500, 10)]
     assert spans(models, max_gap=10) == [(40002, 120), (40500, 12)]  # 1 and 103 back to back
@@ -121,7 +121,7 @@ async def test_a_busy_reply_during_discovery_is_retried_not_taken_as_the_layout(
     """One busy reply used to end discovery: every point stayed badReference for good while
     the device showed available. Now the connect fails (retried by the runtime's backoff)
     and the next one finds the whole chain."""
-    from agent.errors import DeviceUnavailable
+    from edgetwin.core.errors import DeviceUnavailable
 
     unit = BootingInverter(busy_on, clock=lambda: NOON)
     async with TcpSimulator(unit, port=free_port()) as sim:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.sunspec_models import decode_point, encode_point, model_def
+from edgetwin.drivers.sunspec_models import decode_point, encode_point, model_def
 
 
 def blank(model_id: int) -> list[int]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from agent.clock import ManualClock
-from agent.models import GOOD, Quality, Reading, Value
-from edge_rules.config import FloodSettings, build
-from edge_rules.engine import RuleEngine
+from edgetwin.core.clock import ManualClock
+from edgetwin.core.models import GOOD, Quality, Reading, Value
+from edgetwin.edge_rules.config import FloodSettings, build
+from edgetwin.edge_rules.engine import RuleEngine
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a quarter-hour boundary
 

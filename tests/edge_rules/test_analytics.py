@@ -200,7 +200,7 @@ def test_counter_going_backwards_gives_no_demand() -> None:
 
 
 def test_settlement_reads_at_the_start_and_end_of_a_demand_response_event() -> None:
-    from edge_rules.demand import DrEvent
+    from edgetwin.edge_rules.demand import DrEvent
 
     start = "2026-01-01T00:05:00Z"  # T0 + 300 s
     end = "2026-01-01T00:20:00Z"  # T0 + 1200 s
@@ -224,7 +224,7 @@ def test_settlement_reads_at_the_start_and_end_of_a_demand_response_event() -> N
 
 
 def test_a_settlement_read_waits_for_a_good_reading_and_says_how_late() -> None:
-    from agent.models import FAILURE
+    from edgetwin.core.models import FAILURE
 
     bench = RuleBench(
         METER,
@@ -240,7 +240,7 @@ def test_a_settlement_read_waits_for_a_good_reading_and_says_how_late() -> None:
 
 def test_outage_state_is_unknown_while_the_voltages_are() -> None:
     # a held state must not look trustworthy: an interlock reading `outage` then refuses
-    from agent.models import FAILURE
+    from edgetwin.core.models import FAILURE
 
     bench = run({"outage": {}}, [(1, volts(277))])
     assert bench.value("outage") is False and bench.outputs["outage"].quality.is_good

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agent.clock import ManualClock
-from agent.models import FAILURE, GOOD, OLD_DATA, Reading
-from edge_rules.deadband import ReportByException, ReportPolicy
+from edgetwin.core.clock import ManualClock
+from edgetwin.core.models import FAILURE, GOOD, OLD_DATA, Reading
+from edgetwin.edge_rules.deadband import ReportByException, ReportPolicy
 
 
 def sample(value: float | bool | None, quality=GOOD) -> dict[str, Reading]:  # type: ignore[no-untyped-def]

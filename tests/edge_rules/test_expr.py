@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from edge_rules.expr import ExpressionError, compile_expression
+from edgetwin.edge_rules.expr import ExpressionError, compile_expression
 
 VALUES = {"a": 3.0, "b": 4.0, "v.phsA": 250.0, "@Tamper": 1, "Pos": "closed", "none": None}
 

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.models import FAILURE, GOOD, Reading, Validity
-from edge_rules.config import FloodSettings, build
-from edge_rules.quality import QualitySettings
-from twins.base import MessageClass, TwinSpec
-from twins.meter import MeterTwin
-from twins.pointmap import BUILTIN_DIR, PointEntry, ReportingSettings, load_raw, merged_points
+from edgetwin.core.models import FAILURE, GOOD, Reading, Validity
+from edgetwin.edge_rules.config import FloodSettings, build
+from edgetwin.edge_rules.quality import QualitySettings
+from edgetwin.twins.base import MessageClass, TwinSpec
+from edgetwin.twins.meter import MeterTwin
+from edgetwin.twins.pointmap import (
+    BUILTIN_DIR,
+    PointEntry,
+    ReportingSettings,
+    load_raw,
+    merged_points,
+)
 
 MRID = "00000000-0000-4000-8000-000000000003"
 VA, HZ = "readingMMXU.PhV.phsA", "readingMMXU.Hz"

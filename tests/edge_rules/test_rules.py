@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from agent.models import FAILURE, GOOD
-from edge_rules.config import FloodSettings
-from edge_rules.store import RuleStore
+from edgetwin.core.models import FAILURE, GOOD
+from edgetwin.edge_rules.config import FloodSettings
+from edgetwin.edge_rules.store import RuleStore
 from tests.edge_rules.harness import RuleBench
 
 X = {"x": 0.0, "a": 0.0, "b": 0.0, "c": 0.0}

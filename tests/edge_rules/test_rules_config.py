@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.errors import ConfigError
-from agent.keys import generate
-from agent.models import FAILURE, GOOD, Reading
+from edgetwin.agent.runtime.config import load_config
+from edgetwin.core.errors import ConfigError
+from edgetwin.core.models import FAILURE, GOOD, Reading
+from edgetwin.wire.keys import generate
 from tests.agent.test_config import GOOD as METER_CONFIG
 
 BREAKER = METER_CONFIG.replace('kind = "meter"', 'kind = "breaker"').replace(

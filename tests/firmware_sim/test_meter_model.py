@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from firmware_sim.meter_model import PHASES, MeterModel
+from edgetwin.firmware_sim.meter_model import PHASES, MeterModel
 
 
 def test_quantities_are_mutually_consistent_over_a_day() -> None:

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from agent.broker import free_port
-from agent.errors import DeviceUnavailable
-from agent.models import BAD_REFERENCE, FAILURE, GOOD, Quality
-from drivers.base import PointSpec
-from drivers.modbus import ModbusTcpConfig, ModbusTcpDriver
-from firmware_sim import scenario
-from firmware_sim.scenario import Scenario, Step
+from edgetwin.agent.tools.broker import free_port
+from edgetwin.core.errors import DeviceUnavailable
+from edgetwin.core.models import BAD_REFERENCE, FAILURE, GOOD, Quality
+from edgetwin.core.points import PointSpec
+from edgetwin.drivers.modbus import ModbusTcpConfig, ModbusTcpDriver
+from edgetwin.firmware_sim import scenario
+from edgetwin.firmware_sim.scenario import Scenario, Step
 
 SHIPPED = sorted((Path(scenario.__file__).parent / "scenarios").glob("*.toml"))
 HZ = PointSpec("hz", 48, "float32", "holding")

@@ -7,14 +7,20 @@ from typing import Any
 
 import pytest
 
-from agent.models import FAILURE, GOOD, Reading
-from twins.base import PointMapTwin, TwinSpec
-from twins.control import BadCommand, Command, CurvePoint, Write
-from twins.ess import EssTwin
-from twins.generic import GenericTwin
-from twins.pointmap import BUILTIN_DIR, PointEntry, ReportingSettings, load_raw, merged_points
-from twins.solar import SolarTwin
-from twins.switch import BreakerTwin, RecloserTwin, SwitchTwin
+from edgetwin.core.models import FAILURE, GOOD, Reading
+from edgetwin.twins.base import PointMapTwin, TwinSpec
+from edgetwin.twins.control import BadCommand, Command, CurvePoint, Write
+from edgetwin.twins.ess import EssTwin
+from edgetwin.twins.generic import GenericTwin
+from edgetwin.twins.pointmap import (
+    BUILTIN_DIR,
+    PointEntry,
+    ReportingSettings,
+    load_raw,
+    merged_points,
+)
+from edgetwin.twins.solar import SolarTwin
+from edgetwin.twins.switch import BreakerTwin, RecloserTwin, SwitchTwin
 
 MRID = "00000000-0000-4000-8000-000000000002"
 
@@ -98,10 +104,10 @@ def test_switch_family_positions(cls: type[SwitchTwin], module: str, ln: tuple[s
     assert twin.state().points[f"{ln[1]}.Pos"].value == "open"  # technicians see it too
     # control: the type's own discrete control profile, open/close from Pos.ctlVal
     assert twin.actions() == ("open", "close")
-    body = {twin.control_profile.body: cls.control_body("close")}
+    body = {twin.control_profile.body: cls.control.body("close")}
     assert twin.parse_command(body) == Command("close", writes=(Write("@Pos", True),))
     with pytest.raises(BadCommand) as err:
-        twin.parse_command({twin.control_profile.body: {cls.control_ln: {"Pos": {"ctlVal": 1}}}})
+        twin.parse_command({twin.control_profile.body: {cls.control.ln: {"Pos": {"ctlVal": 1}}}})
     assert err.value.reason == "malformed"
 
 
@@ -115,7 +121,7 @@ def test_a_switch_without_a_writable_position_offers_no_control() -> None:
 def test_schedule_parsing_for_ess_and_solar() -> None:
     ess = make(EssTwin, "sim_battery")
     assert ess.actions() == ("schedule",)
-    body = {"essControl": EssTwin.control_body("schedule", [(100.5, {"W_net_mag": -5000})])}
+    body = {"essControl": EssTwin.control.body("schedule", [(100.5, {"W_net_mag": -5000})])}
     assert ess.parse_command(body) == Command(
         "schedule", schedule=(CurvePoint(100.5, (Write("@set.W_net_mag", -5000.0),)),)
     )
@@ -127,7 +133,7 @@ def test_schedule_parsing_for_ess_and_solar() -> None:
     ]
     for points, reason in cases:
         with pytest.raises(BadCommand) as err:
-            ess.parse_command({"essControl": EssTwin.control_body("schedule", points)})
+            ess.parse_command({"essControl": EssTwin.control.body("schedule", points)})
         assert err.value.reason == reason, points
     with pytest.raises(BadCommand):
         ess.parse_command({"essControl": {"essControlFSCC": {}}})
@@ -149,7 +155,7 @@ def test_generic_twin_publishes_its_own_fields_and_setpoints() -> None:
     assert reading["tank"]["Alarm"]["stVal"] is False
     assert reading["pump"]["Starts"]["actVal"] == 12
     assert twin.actions() == ("schedule",)
-    body = {"genericControl": GenericTwin.control_body("schedule", [(1.0, {"TempSetpoint": 45})])}
+    body = {"genericControl": GenericTwin.control.body("schedule", [(1.0, {"TempSetpoint": 45})])}
     assert twin.parse_command(body).schedule[0].writes == (Write("@set.TempSetpoint", 45.0),)
 
 

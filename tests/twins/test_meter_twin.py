@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config
-from agent.models import FAILURE
-from drivers.modbus import ModbusTcpDriver
-from firmware_sim.meter import MeterSimulator
+from edgetwin.agent.runtime.config import load_config
+from edgetwin.core.models import FAILURE
+from edgetwin.drivers.modbus import ModbusTcpDriver
+from edgetwin.firmware_sim.meter import MeterSimulator
+from edgetwin.twins.base import PointMapTwin
 from tests.conftest import example_config
-from twins.base import PointMapTwin
 
 ROOT = Path(__file__).resolve().parents[2]
 

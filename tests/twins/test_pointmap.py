@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from twins.pointmap import PointEntry
+from edgetwin.twins.pointmap import PointEntry
 
 
 def entry(**kw: object) -> PointEntry:
@@ -46,3 +46,12 @@ def test_transform(settings: dict[str, object], raw: object, expected: object) -
 def test_invalid_entries(settings: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         entry(**settings)
+
+
+def test_a_reference_too_long_for_a_file_name_is_a_path_not_an_os_error(tmp_path) -> None:
+    """Found by tests/agent/test_config_fuzz.py: ``point_map = "xxx…"`` (5,000 characters) made
+    the built-in lookup raise ENAMETOOLONG instead of giving the config's own error."""
+    from edgetwin.twins.pointmap import BUILTIN_DIR, resolve_path
+
+    assert resolve_path("x" * 5000, tmp_path) == tmp_path / ("x" * 5000)
+    assert resolve_path("sim_meter", tmp_path) == BUILTIN_DIR / "sim_meter.toml"

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from agent.models import FAILURE, GOOD, Reading
-from twins.base import TwinSpec
-from twins.pointmap import BUILTIN_DIR, PointEntry, ReportingSettings, load_raw, merged_points
-from twins.solar import GN_SYN_ST, HEALTH, STATE, SolarTwin
+from edgetwin.core.models import FAILURE, GOOD, Reading
+from edgetwin.twins.base import TwinSpec
+from edgetwin.twins.pointmap import (
+    BUILTIN_DIR,
+    PointEntry,
+    ReportingSettings,
+    load_raw,
+    merged_points,
+)
+from edgetwin.twins.solar import GN_SYN_ST, HEALTH, STATE, SolarTwin
 
 MRID = "00000000-0000-4000-8000-000000000001"
 

@@ -1,0 +1,2 @@
+"""The northbound path: the durable SQLite outbox (store-and-forward) and the signing MQTT
+publisher."""

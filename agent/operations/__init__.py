@@ -1,0 +1,2 @@
+"""Operations: HTTP health and metrics, systemd notification, the container supervisor and the
+status page."""

@@ -1,0 +1,1 @@
+"""The command line (``edgetwin``) and its tools: demo, discovery, commissioning, local brokers."""
