@@ -103,7 +103,7 @@ def bench_cpu(
         [
             sys.executable,
             "-m",
-            "firmware_sim",
+            "edgetwin.firmware_sim",
             "meter",
             "--port",
             str(base),
@@ -157,7 +157,7 @@ async def bench_opcua(variables: int = 1000, seconds: float = 10) -> dict[str, A
         [
             sys.executable,
             "-m",
-            "firmware_sim",
+            "edgetwin.firmware_sim",
             "substation",
             "--port",
             str(port),

@@ -21,7 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgetwin.central.subscriber import Subscription, Verifier
+from edgetwin.central.subscriber import Report, Subscription, Verifier
 from edgetwin.wire.control import CONTROLS, Shape
 from edgetwin.wire.envelope import Signer, open_envelope, pack
 from edgetwin.wire.mqtt import Tls, new_client, parse_url
@@ -30,8 +30,11 @@ _seq_lock = threading.Lock()
 _seq_state = {"last": 0}
 
 
-def control_shape(kind: str) -> Shape:
-    """The control shape of twins of ``kind`` (``wire.control.CONTROLS``)."""
+def control_shape(kind: str | Shape) -> Shape:
+    """The control shape of twins of ``kind`` (``wire.control.CONTROLS``), or ``kind`` itself
+    when it is a shape (a twin plugin's own ``wire.control.Discrete`` or ``Schedule``)."""
+    if not isinstance(kind, str):
+        return kind
     shape = CONTROLS.get(kind)
     if shape is None:
         raise ValueError(f"{kind} twins take no control (controllable: {', '.join(CONTROLS)})")
@@ -76,7 +79,7 @@ def build_command(
     key: Ed25519PrivateKey,
     kid: str,
     *,
-    kind: str,
+    kind: str | Shape,
     mrid: str,
     action: str,
     schedule: list[tuple[float, dict[str, float]]] | None = None,
@@ -118,7 +121,7 @@ class ResultWaiter:
         url: str,
         trust: dict[str, Ed25519PublicKey],
         *,
-        kind: str,
+        kind: str | Shape,
         mrid: str,
         prefix: str = "openfmb",
     ) -> None:
@@ -135,7 +138,7 @@ class ResultWaiter:
             client_id=f"edgetwin-command-{uuid.uuid4().hex[:8]}",
         )
 
-    def _on(self, report: dict[str, Any]) -> None:
+    def _on(self, report: Report) -> None:
         if not report.get("valid"):
             return
         body = report["payload"].get(self._body, {}).get("commandResult", {})

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -26,6 +26,34 @@ from edgetwin.wire.envelope import verify
 from edgetwin.wire.mqtt import Tls, describe, new_client, parse_url
 
 SEEN_WINDOW = 100_000  # sequence numbers remembered per key for duplicate detection
+
+
+class Report(TypedDict, total=False):
+    """What ``Verifier.check`` says about one message (JSON-ready; keys present when they apply).
+
+    Always ``topic`` and ``valid``. Refused (``valid`` false): ``reason`` (``malformed``,
+    ``unknown_key``, ``bad_signature``, ``topic_mismatch``, ...) and ``detail``; nothing of the
+    content. Verified: ``kid``, ``seq``, ``ts`` (ms), ``hist`` (published late, from the outbox),
+    ``payload`` (the decoded profile map, or ``payload_hex`` when it is not msgpack), and, for
+    the data stream, ``gap`` ([first, last] skipped), ``duplicate``, ``late`` (fills a gap) and
+    ``stale``; birth and death certificates carry ``bd`` instead.
+    """
+
+    topic: str
+    valid: bool
+    reason: str
+    detail: str
+    kid: str
+    seq: int
+    ts: int
+    hist: bool
+    bd: bool
+    gap: list[int]
+    duplicate: bool
+    late: bool
+    stale: bool
+    payload: Any
+    payload_hex: str
 
 
 @dataclass
@@ -41,7 +69,7 @@ class SeqTracker:
     def __init__(self) -> None:
         self._streams: dict[str, _Stream] = {}
 
-    def observe(self, kid: str, seq: int) -> dict[str, Any]:
+    def observe(self, kid: str, seq: int) -> Report:
         st = self._streams.get(kid)
         if st is None:
             self._streams[kid] = _Stream(high=seq, seen={seq})
@@ -53,7 +81,7 @@ class SeqTracker:
             floor = st.high - SEEN_WINDOW
             st.seen = {s for s in st.seen if s > floor}
         if seq > st.high:
-            result: dict[str, Any] = {}
+            result: Report = {}
             if seq > st.high + 1:
                 result["gap"] = [st.high + 1, seq - 1]
                 st.missing.update(range(st.high + 1, min(seq, st.high + 1 + SEEN_WINDOW)))
@@ -70,21 +98,23 @@ class SeqTracker:
 
 
 class Verifier:
+    """Checks messages against ``trust`` (kid -> public key, e.g. ``load_trust_dir``); one
+    instance per stream of messages, since it remembers sequence numbers per key id."""
+
     def __init__(self, trust: Mapping[str, Ed25519PublicKey], *, max_age_s: float = 60.0) -> None:
         self._trust = trust
         self.max_age_s = max_age_s
         self.seq = SeqTracker()
 
-    def check(self, topic: str, envelope: bytes, now: float | None = None) -> dict[str, Any]:
-        """Verify one message; return the JSON-ready report."""
-        report: dict[str, Any] = {"topic": topic}
+    def check(self, topic: str, envelope: bytes, now: float | None = None) -> Report:
+        """Verify one message that arrived on ``topic``; return its report."""
         try:
             v = verify(envelope, self._trust, topic)
         except VerificationError as err:
-            report.update(valid=False, reason=err.reason, detail=err.detail)
-            return report
+            return {"topic": topic, "valid": False, "reason": err.reason, "detail": err.detail}
         h = v.header
-        report.update(valid=True, kid=h.kid, seq=h.seq, ts=h.ts, hist=h.hist)
+        report: Report = {"topic": topic, "valid": True, "kid": h.kid, "seq": h.seq, "ts": h.ts,
+                  "hist": h.hist}  # fmt: skip
         if h.bd:
             report["bd"] = True  # birth/death: its own sequence, and retained, so maybe old
         else:
@@ -107,7 +137,7 @@ class Subscription:
         url: str,
         verifier: Verifier,
         topics: list[str],
-        on_report: Callable[[dict[str, Any]], None],
+        on_report: Callable[[Report], None],
         *,
         client_id: str | None = None,
         persistent_session: bool = False,
@@ -185,13 +215,13 @@ def subscribe(
     *,
     count: int | None = None,
     timeout: float | None = None,
-    on_report: Callable[[dict[str, Any]], None],
+    on_report: Callable[[Report], None],
 ) -> int:
     """Blocking: report messages until ``count`` of them or ``timeout`` seconds; return count."""
     done = threading.Event()
     seen = 0
 
-    def handle(report: dict[str, Any]) -> None:
+    def handle(report: Report) -> None:
         nonlocal seen
         if done.is_set():
             return

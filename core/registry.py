@@ -39,8 +39,7 @@ def load(group: str, name: str) -> Any:
         if extra is None:
             raise PluginError(f"plugin {name!r} in {group} failed to load: {err}") from err
         raise PluginError(
-            f"plugin {name!r} needs {err.name}, which is not installed: "
-            f"pip install '{extra}'"
+            f"plugin {name!r} needs {err.name}, which is not installed: pip install '{extra}'"
         ) from None
     except Exception as err:  # any import failure of a plugin is fatal at start-up
         raise PluginError(f"plugin {name!r} in {group} failed to load: {err}") from err

@@ -63,7 +63,7 @@ async def discover_into_config(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agent",
+        "edgetwin.agent",
         "discover",
         *argv,
         stdout=asyncio.subprocess.PIPE,

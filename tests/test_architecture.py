@@ -11,9 +11,16 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import ROOT
+from paho.mqtt import publish
+
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from tests.conftest import METER_MRID, ROOT
+from tests.helpers import wait_until
 
 FOLDERS = ("core", "wire", "central", "agent", "drivers", "twins", "edge_rules", "firmware_sim")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
@@ -58,3 +65,151 @@ def test_the_import_contracts_hold_and_fail_on_a_plugin_importing_the_runtime(
     assert "Plugins never import the runtime" in broken.stdout
     assert "BROKEN" in broken.stdout
     assert "edgetwin.drivers.modbus -> edgetwin.agent.runtime.config" in broken.stdout
+
+
+def build_wheel(project: Path, out: Path) -> Path:
+    """Build one of the repository's wheels offline (the venv's setuptools, no index)."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-build-isolation", "--no-deps",
+         "--no-index", "--wheel-dir", str(out), str(project)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
+def test_the_wheel_installs_one_namespace_with_every_module(tmp_path: Path) -> None:
+    wheel = build_wheel(ROOT, tmp_path)
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {
+        "edgetwin",
+        f"{wheel.name.split('-')[0]}-0.1.0.dist-info",
+    }
+    assert "edgetwin/__init__.py" not in names  # a namespace, shared with edgetwin-central
+    for folder in FOLDERS:  # every module of every folder, under edgetwin.<folder>
+        for source in (ROOT / folder).rglob("*.py"):
+            assert f"edgetwin/{source.relative_to(ROOT).as_posix()}" in names, source
+    for data in ("agent/operations/static/status.html", "twins/pointmaps/sim_meter.toml"):
+        assert f"edgetwin/{data}" in names
+    entry_points = (
+        zipfile.ZipFile(wheel)
+        .read(next(n for n in names if n.endswith("entry_points.txt")))
+        .decode()
+    )
+    assert "edgetwin = edgetwin.agent.tools.cli:main" in entry_points
+    assert "opcua = edgetwin.drivers.opcua:OpcUaDriver" in entry_points
+
+
+def requirement_closure(names: list[str]) -> set[str]:
+    """Distributions ``names`` need, transitively, as installed here (extras and markers that
+    do not apply skipped)."""
+    from importlib.metadata import distribution
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        dist = distribution(todo.pop())
+        if dist.metadata["Name"] in seen:
+            continue
+        seen.add(dist.metadata["Name"])
+        for text in dist.requires or ():
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+def test_the_central_package_installs_alone_and_verifies_a_live_stream(
+    tmp_path: Path, mosquitto: Mosquitto, make_config: Callable[..., Path], keys: dict[str, Path]
+) -> None:
+    """edgetwin-central in a fresh virtualenv that holds only it and what it declares (linked
+    from this one: no index here), then its example consumer against a running agent."""
+    from importlib.metadata import distribution
+
+    wheel = build_wheel(ROOT / "packaging" / "central", tmp_path / "dist")
+    metadata = (
+        zipfile.ZipFile(wheel)
+        .read(next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith("METADATA")))
+        .decode()
+    )
+    declared = [line.split(":", 1)[1].split("<")[0].split(">")[0].strip()
+                for line in metadata.splitlines() if line.startswith("Requires-Dist:")]  # fmt: skip
+    assert sorted(declared) == ["cryptography", "msgpack", "paho-mqtt"]
+    venv = tmp_path / "central-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip())  # fmt: skip
+    for name in requirement_closure(declared):
+        dist = distribution(name)
+        for top in {Path(str(f)).parts[0] for f in dist.files or ()}:
+            source = Path(str(dist.locate_file(top)))
+            if source.exists() and not (site / top).exists() and top != "..":
+                (site / top).symlink_to(source)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+         "--no-index", str(wheel)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    probe = subprocess.run(
+        [str(python), "-c",
+         "import sys, edgetwin.central, edgetwin.central.example\n"
+         "heavy = {'pymodbus', 'asyncua', 'aiosqlite', 'pydantic', 'serial', 'edgetwin.agent'}\n"
+         "print(sorted(m for m in sys.modules if m in heavy or m.startswith('edgetwin.agent')))\n"
+         "import importlib.util as u\n"
+         "print([m for m in ('pymodbus', 'asyncua', 'aiosqlite', 'pydantic') if u.find_spec(m)])"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split("\n")[:2] == ["[]", "[]"]  # nothing of the agent, not even there
+    check = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "check"],
+                           capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stdout  # every declared requirement is satisfied
+    example_consumer_on_a_live_agent(
+        python,
+        mosquitto,
+        make_config(mqtt_port=mosquitto.port, devices=[("meter1", port := free_port())]),
+        port,
+        keys,
+    )
+
+
+def example_consumer_on_a_live_agent(
+    python: Path, mosquitto: Mosquitto, cfg: Path, meter_port: int, keys: dict[str, Path]
+) -> None:
+    """``python -m edgetwin.central.example`` prints the agent's verified values, and refuses a
+    message no trusted key signed."""
+    topic = f"openfmb/metermodule/MeterReadingProfile/{METER_MRID}"
+    example = (ROOT / "central" / "example.py").read_text()
+    assert len(example.splitlines()) <= 30
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "edgetwin.firmware_sim", "meter", "--port",
+                          str(meter_port)], stdout=subprocess.DEVNULL),
+        subprocess.Popen([sys.executable, "-m", "edgetwin.agent", "--log-level", "warning",
+                          "run", str(cfg)]),
+    ]  # fmt: skip
+    consumer = subprocess.Popen(
+        [str(python), "-m", "edgetwin.central.example", mosquitto.url, str(keys["trust"]), topic],
+        stdout=subprocess.PIPE, text=True, cwd=python.parent,  # not the repository: the wheel
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert consumer.stdout is not None
+        reader = threading.Thread(target=lambda: lines.extend(consumer.stdout or ()), daemon=True)
+        reader.start()
+        wanted = f"{METER_MRID} readingMMXU.PhV.phsA = "
+        wait_until(lambda: any(line.startswith(wanted) for line in lines), 60, "a live voltage")
+        line = next(line for line in lines if line.startswith(wanted))
+        volts = float(line.removeprefix(wanted).split(" ")[0])
+        assert 200 < volts < 300 and line.rstrip().endswith("[good]")  # the simulated 277 V
+        publish.single(topic, b"\x81\xa1v\x01", hostname="127.0.0.1", port=mosquitto.port)
+        wait_until(lambda: any(line.startswith(f"REFUSED {topic}") for line in lines), 30,
+                   "the forged message refused")  # fmt: skip
+    finally:
+        for proc in [consumer, *procs]:
+            proc.terminate()
+            proc.wait(15)

@@ -106,7 +106,7 @@ def test_subscribe_reports_forged_and_tampered_messages_as_invalid(
         [
             sys.executable,
             "-m",
-            "agent",
+            "edgetwin.agent",
             "subscribe",
             "--broker",
             mosquitto.url,

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgetwin.core import __version__
+from edgetwin.core import __version__, registry
 from edgetwin.core.errors import ConfigError, EdgeTwinError
 
 
@@ -294,13 +294,12 @@ def cmd_commission(args: argparse.Namespace) -> int:
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
-    from edgetwin.central.subscriber import Verifier, subscribe
-    from edgetwin.wire.keys import load_trust_dir
+    from edgetwin.central import Report, Verifier, load_trust_dir, subscribe
 
     verifier = Verifier(load_trust_dir(Path(args.trust)), max_age_s=args.max_age)
     bad = 0
 
-    def emit(report: dict[str, object]) -> None:
+    def emit(report: Report) -> None:
         nonlocal bad
         bad += 0 if report.get("valid") else 1
         print(json.dumps(report, default=_json_default), flush=True)
@@ -352,17 +351,30 @@ def cmd_discover_opcua(args: argparse.Namespace) -> int:
 
 def cmd_command(args: argparse.Namespace) -> int:
     """Sign and send a control command, wait for its result event, print it as JSON."""
-    from edgetwin.central.command import ResultWaiter, build_command, curve, parse_point, publish
-    from edgetwin.wire.keys import load_private, load_trust_dir
+    from edgetwin.central import (
+        CONTROLS,
+        ResultWaiter,
+        build_command,
+        load_private,
+        load_trust_dir,
+        publish,
+    )
+    from edgetwin.central.command import curve, parse_point
 
     key = load_private(Path(args.key))
     now = time.time()
+    # a built-in kind, or a twin plugin's: its class names its control shape (``wire.control``)
+    kind = CONTROLS.get(args.kind) or getattr(
+        registry.load(registry.TWINS, args.kind), "control", None
+    )
+    if kind is None:
+        raise EdgeTwinError(f"{args.kind} twins take no control")
     try:
         schedule = curve([parse_point(text, now) for text in args.point])
         topic, envelope, command_mrid = build_command(
             key,
             args.kid,
-            kind=args.kind,
+            kind=kind,
             mrid=args.twin,
             action=args.action or ("schedule" if schedule else ""),
             schedule=schedule,
@@ -374,7 +386,7 @@ def cmd_command(args: argparse.Namespace) -> int:
     with ResultWaiter(
         args.broker,
         load_trust_dir(Path(args.trust)),
-        kind=args.kind,
+        kind=kind,
         mrid=args.twin,
         prefix=args.prefix,
     ) as waiter:

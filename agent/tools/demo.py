@@ -24,7 +24,7 @@ from typing import Any
 from edgetwin.agent.runtime.app import Agent
 from edgetwin.agent.runtime.config import load_config
 from edgetwin.agent.tools.broker import Mosquitto, free_port, mosquitto_path
-from edgetwin.central.subscriber import Subscription, Verifier
+from edgetwin.central import Report, Subscription, Verifier
 from edgetwin.firmware_sim.site import SIM_METER_ANALYTICS, site_config
 from edgetwin.wire.keys import generate, load_trust_dir
 from edgetwin.wire.mqtt import parse_url
@@ -49,7 +49,7 @@ def _mag(node: Any) -> float | None:
     return node.get("mag")
 
 
-def live_line(report: dict[str, Any]) -> str:
+def live_line(report: Report) -> str:
     """One human line for a verified (or refused) message."""
     stamp = time.strftime("%H:%M:%S")
     if not report.get("valid"):
@@ -168,7 +168,7 @@ async def _demo(data: Path, trust: Path, broker_url: str | None, duration: float
         summary: Counter[str] = Counter()
         loop = asyncio.get_running_loop()
 
-        def on_report(report: dict[str, Any]) -> None:
+        def on_report(report: Report) -> None:
             summary["messages"] += 1
             summary["verified" if report.get("valid") else "refused"] += 1
             for flag in ("gap", "duplicate", "hist"):
