@@ -19,6 +19,7 @@ from pathlib import Path
 from paho.mqtt import publish
 
 from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.wire.keys import generate
 from tests.conftest import METER_MRID, ROOT
 from tests.helpers import wait_until
 
@@ -213,3 +214,31 @@ def example_consumer_on_a_live_agent(
         for proc in [consumer, *procs]:
             proc.terminate()
             proc.wait(15)
+
+
+def test_a_config_naming_a_driver_whose_extra_is_missing_says_which_extra(tmp_path: Path) -> None:
+    """asyncua is the extra ``edgetwin[opcua]``. Its absence is simulated in a child process
+    (``sys.modules["asyncua"] = None``: every import of it fails as if it were not installed),
+    since this environment must have it for the OPC UA tests."""
+    generate(tmp_path / "agent.key")
+    cfg = tmp_path / "edgetwin.toml"
+    cfg.write_text(
+        'agent_id = "a1"\n[signing]\nkey_file = "agent.key"\nkey_id = "a1"\n[mqtt]\n'
+        '[[devices]]\nname = "rtu"\ndriver = "opcua"\nurl = "opc.tcp://127.0.0.1:4840"\n'
+        '[[twins]]\nkind = "generic"\nname = "t"\nmrid = "0b5b2c4e-0000-4000-8000-000000000001"\n'
+        'device = "rtu"\npoints = [{ field = "a.b", address = "ns=2;s=x" }]\n'
+    )
+    without = (
+        "import sys; sys.modules['asyncua'] = None\n"
+        "from edgetwin.agent.tools.cli import main\n"
+        f"sys.exit(main(['check', {str(cfg)!r}]))"
+    )
+    r = subprocess.run([sys.executable, "-c", without], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: {cfg}: devices[0].driver: plugin 'opcua' needs asyncua, which is not "
+        "installed: pip install 'edgetwin[opcua]'"
+    ]
+    installed = subprocess.run([sys.executable, "-m", "edgetwin.agent", "check", str(cfg)],
+                               capture_output=True, text=True)  # fmt: skip
+    assert installed.returncode == 0, installed.stderr  # with the extra, the same config is fine
