@@ -2,7 +2,7 @@
 
 ``Verifier.check(topic, envelope)`` returns one ``Report`` per message: signature and key (against
 a trust store of public keys), topic binding (the signed ``tpc`` must equal the arrival topic),
-sequence per key id (``gap`` lists the numbers skipped, ``duplicate`` flags a number seen before,
+sequence per agent (``gap`` lists the numbers skipped, ``duplicate`` flags a number seen before,
 ``late`` one that fills an earlier gap), and freshness of live messages (``stale`` when ``ts`` is
 further than ``max_age_s`` from the receiver's clock). Birth and death certificates (``bd``)
 have their own sequence and are retained, so neither check applies to them. A message that
@@ -64,15 +64,15 @@ class _Stream:
 
 
 class SeqTracker:
-    """Gap and duplicate detection for the strictly increasing ``seq`` of each key id."""
+    """Gap and duplicate detection for the strictly increasing ``seq`` of each stream (agent)."""
 
     def __init__(self) -> None:
         self._streams: dict[str, _Stream] = {}
 
-    def observe(self, kid: str, seq: int) -> Report:
-        st = self._streams.get(kid)
+    def observe(self, stream: str, seq: int) -> Report:
+        st = self._streams.get(stream)
         if st is None:
-            self._streams[kid] = _Stream(high=seq, seen={seq})
+            self._streams[stream] = _Stream(high=seq, seen={seq})
             return {}
         if seq in st.seen:
             return {"duplicate": True}
@@ -92,17 +92,28 @@ class SeqTracker:
             return {"late": True}
         return {"duplicate": True}  # older than the window: cannot tell, assume replay
 
-    def missing(self, kid: str) -> list[int]:
-        st = self._streams.get(kid)
+    def missing(self, stream: str) -> list[int]:
+        st = self._streams.get(stream)
         return sorted(st.missing) if st else []
 
 
 class Verifier:
-    """Checks messages against ``trust`` (kid -> public key, e.g. ``load_trust_dir``); one
-    instance per stream of messages, since it remembers sequence numbers per key id."""
+    """Checks messages against ``trust`` (kid -> public key, e.g. ``load_trust_dir``).
 
-    def __init__(self, trust: Mapping[str, Ed25519PublicKey], *, max_age_s: float = 60.0) -> None:
+    Sequence numbers are one stream per agent, whatever key signs them: ``agents`` maps each kid
+    to the agent it belongs to, so that a rotated key (a new kid) goes on with the agent's stream
+    instead of starting one of its own; a kid not named there is an agent of its own. One
+    instance per subscription, since it remembers what it has seen."""
+
+    def __init__(
+        self,
+        trust: Mapping[str, Ed25519PublicKey],
+        *,
+        max_age_s: float = 60.0,
+        agents: Mapping[str, str] | None = None,
+    ) -> None:
         self._trust = trust
+        self._agents = dict(agents or {})
         self.max_age_s = max_age_s
         self.seq = SeqTracker()
 
@@ -118,7 +129,7 @@ class Verifier:
         if h.bd:
             report["bd"] = True  # birth/death: its own sequence, and retained, so maybe old
         else:
-            report.update(self.seq.observe(h.kid, h.seq))
+            report.update(self.seq.observe(self._agents.get(h.kid, h.kid), h.seq))
             now = time.time() if now is None else now
             if not h.hist and abs(now * 1000 - h.ts) > self.max_age_s * 1000:
                 report["stale"] = True
