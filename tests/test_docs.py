@@ -120,3 +120,16 @@ def test_refusal_reasons_listed_are_the_codes() -> None:
                                                                    "oversized"}  # fmt: skip
     assert used <= listed, used - listed
     assert Path  # (imported for type hints of fixtures)
+
+
+def test_the_central_api_table_is_the_packages_public_api() -> None:
+    import edgetwin.central
+
+    doc = (ROOT / "docs" / "central.md").read_text()
+    api = doc[doc.index("## API") :]
+    documented = {
+        name for row in re.findall(r"^\| (.+?) \|", api, re.M) for name in re.findall(r"`(\w+)", row)
+    } - {"name"}
+    assert documented == set(edgetwin.central.__all__)
+    for name in documented:
+        assert getattr(edgetwin.central, name) is not None
