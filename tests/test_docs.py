@@ -128,7 +128,9 @@ def test_the_central_api_table_is_the_packages_public_api() -> None:
     doc = (ROOT / "docs" / "central.md").read_text()
     api = doc[doc.index("## API") :]
     documented = {
-        name for row in re.findall(r"^\| (.+?) \|", api, re.M) for name in re.findall(r"`(\w+)", row)
+        name
+        for row in re.findall(r"^\| (.+?) \|", api, re.M)
+        for name in re.findall(r"`(\w+)", row)
     } - {"name"}
     assert documented == set(edgetwin.central.__all__)
     for name in documented:
