@@ -90,7 +90,8 @@ def test_the_wheel_installs_one_namespace_with_every_module(tmp_path: Path) -> N
     for folder in FOLDERS:  # every module of every folder, under edgetwin.<folder>
         for source in (ROOT / folder).rglob("*.py"):
             assert f"edgetwin/{source.relative_to(ROOT).as_posix()}" in names, source
-    for data in ("agent/operations/static/status.html", "twins/pointmaps/sim_meter.toml"):
+    for data in ("agent/operations/static/status.html", "twins/pointmaps/sim_meter.toml",
+                 "central/py.typed"):  # fmt: skip
         assert f"edgetwin/{data}" in names
     entry_points = (
         zipfile.ZipFile(wheel)
@@ -138,6 +139,7 @@ def test_the_central_package_installs_alone_and_verifies_a_live_stream(
     declared = [line.split(":", 1)[1].split("<")[0].split(">")[0].strip()
                 for line in metadata.splitlines() if line.startswith("Requires-Dist:")]  # fmt: skip
     assert sorted(declared) == ["cryptography", "msgpack", "paho-mqtt"]
+    assert "edgetwin/central/py.typed" in zipfile.ZipFile(wheel).namelist()  # typed (PEP 561)
     venv = tmp_path / "central-venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
