@@ -111,10 +111,12 @@ def test_air_gapped_bundle_installs_with_no_index(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     install = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "--no-index", "--find-links",
-         str(folder / "wheels"), "edgetwin"],
+         str(folder / "wheels"), "edgetwin[opcua]"],
         capture_output=True, text=True,
     )  # fmt: skip
-    assert install.returncode == 0, install.stderr[-3000:]
+    assert install.returncode == 0, install.stderr[-3000:]  # the bundle carries the extras
+    subprocess.run([str(venv / "bin" / "python"), "-c", "import edgetwin.drivers.opcua"],
+                   check=True)  # fmt: skip
     version = subprocess.run([str(venv / "bin" / "edgetwin"), "--version"], capture_output=True,
                              text=True, check=True)  # fmt: skip
     assert version.stdout.startswith("edgetwin ")
