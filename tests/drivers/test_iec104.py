@@ -9,6 +9,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edgetwin.agent.tools.broker import free_port
@@ -151,3 +153,22 @@ async def test_the_redundant_server_is_used_when_the_first_refuses() -> None:
             assert {r.point: r.value for r in await driver.read(POINTS)}["pos"] == 2
         finally:
             await driver.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=40), st.integers()))
+def test_any_address_is_parsed_or_refused_with_the_expected_form(address: object) -> None:
+    from edgetwin.drivers.iec104 import MAX_IOA, parse_address
+
+    try:
+        kind, ioa = parse_address(address)  # type: ignore[arg-type]
+    except ValueError as err:
+        assert "KIND:IOA" in str(err)
+    else:
+        assert (0 <= ioa <= MAX_IOA and f"{kind}:{ioa}" == str(address).lstrip()) or ioa >= 0
+
+
+@given(st.integers(0, 255), st.booleans())
+def test_every_quality_byte_a_station_can_send_maps(bits: int, counter: bool) -> None:
+    q = quality_bits(bits, counter=counter)  # never raises: all 256 values of the octet
+    assert (q.validity is Validity.INVALID) == bool(bits & 0x80)
