@@ -53,8 +53,10 @@ class DeviceUnavailable(DeviceError):
 class DeviceRejected(DeviceError):
     """The device answered, but with an error (e.g. a Modbus exception code)."""
 
-    def __init__(self, message: str, *, code: int | None = None) -> None:
+    def __init__(self, message: str, *, code: int | None = None, answer: str | None = None) -> None:
         self.code = code
+        #: the device's own answer in its protocol's words (e.g. DNP3 ``LOCAL``), for results
+        self.answer = answer
         super().__init__(message)
 
 

@@ -15,8 +15,12 @@ Call order and guarantees the runtime gives a driver:
    calls ``close()`` first and waits out its backoff).
 3. ``read(points)`` at most once at a time per driver instance (never concurrently), always
    with a subset of the points given at construction, wrapped by the runtime in the device's
-   timeout. It returns one ``Reading`` per point, in any order. A point the device refused gets
-   an invalid quality; a device that does not answer raises ``DeviceUnavailable``.
+   timeout. It returns one ``Reading`` per point, in any order; an event-driven driver may
+   return several for a point whose state changed more than once since the last read (a
+   breaker's intermediate, open, closed: events are kept, only measurements take the latest),
+   each point's readings oldest first, and the runtime reports each in turn. A point the
+   device refused gets an invalid quality; a device that does not answer raises
+   ``DeviceUnavailable``.
 4. ``write(point, value)`` is never called concurrently with ``read``.
 5. ``close()`` is idempotent and never called during a ``read`` or ``write``.
 

@@ -10,8 +10,11 @@ checks commands and executes their writes; ``agent.runtime.schedule`` runs sched
 
 Two families:
 
-* ``DiscreteControl`` (switch, breaker, recloser): ``open`` / ``close`` set ``@Pos``
-  through ``<body>.<ln>.Pos.ctlVal`` (false / true).
+* ``DiscreteControl`` (switch, breaker, recloser): ``open`` / ``close`` through
+  ``<body>.<ln>.Pos.ctlVal`` (false / true). A point map with a command point ``@Cmd`` (a DNP3
+  CROB, an IEC 104 double command, an OPC UA Command node, a Modbus command register) writes it
+  and confirms the command when the position (``@DPos``, a double point, or ``@Pos``) reaches
+  the commanded state; without one, ``@Pos`` is written and read back.
 * ``ScheduleControl`` (solar, ESS, generic setpoints): OpenFMB's
   ``<body>.<fscc>.controlFSCC.controlScheduleFSCH.ValACSG.schPts`` -- curve points, each with a
   ``startTime`` and ``scheduleParameter`` entries ``{scheduleParameterType, value}``. The twin
@@ -37,9 +40,20 @@ MAX_CURVE_POINTS = 288  # a day at 5-minute resolution
 
 
 @dataclass(frozen=True, slots=True)
+class Confirm:
+    """What confirms a write to a command point: ``field`` reading ``value`` (the position
+    reaching the commanded state), within the control's ``operate_timeout_s``."""
+
+    field: str
+    value: bool | int | float
+
+
+@dataclass(frozen=True, slots=True)
 class Write:
     field: str  # the point-map field written, e.g. "@Pos" or "@set.W_net_mag"
     value: bool | int | float  # in engineering units (the point's transform is undone)
+    #: None: the written point itself is read back and must hold ``value``
+    confirm: Confirm | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +135,14 @@ def _dig(node: Any, path: Sequence[str]) -> Any:
     return node
 
 
+#: IEC 61850 Dbpos of a double-point position (``@DPos``): 0 intermediate, 1 open, 2 closed,
+#: 3 bad state
+DBPOS_OPEN, DBPOS_CLOSED = 1, 2
+
+
 class DiscreteControl:
-    """``open`` / ``close`` (``wire.control.Discrete``): writes ``@Pos``."""
+    """``open`` / ``close`` (``wire.control.Discrete``): writes ``@Cmd`` (confirmed by the
+    position) or ``@Pos`` (read back)."""
 
     control: ClassVar[Discrete]
     spec: TwinSpec
@@ -130,16 +150,31 @@ class DiscreteControl:
     def bound_points(self) -> Sequence[BoundPoint]:
         raise NotImplementedError
 
+    def _fields(self) -> set[str]:
+        return {bp.field for bp in self.bound_points()}
+
     def actions(self) -> tuple[str, ...]:
-        return ("open", "close") if any(bp.field == "@Pos" for bp in self.bound_points()) else ()
+        fields = self._fields()
+        operable = "@Pos" in fields or ("@Cmd" in fields and fields & {"@DPos", "@Pos"})
+        return ("open", "close") if operable else ()
 
     def parse_command(self, body: Mapping[str, Any]) -> Command:
         ctl = _dig(body, self.control.path())
         if not isinstance(ctl, bool):
             raise BadCommand("malformed", f"Pos.ctlVal must be true or false, not {ctl!r}")
         if not self.actions():
-            raise BadCommand("unknown_action", "this twin's point map has no writable @Pos")
-        return Command("close" if ctl else "open", writes=(Write("@Pos", ctl),))
+            raise BadCommand(
+                "unknown_action", "this twin's point map has no writable @Pos and no @Cmd"
+            )
+        action = "close" if ctl else "open"
+        fields = self._fields()
+        if "@Cmd" not in fields:
+            return Command(action, writes=(Write("@Pos", ctl),))
+        if "@DPos" in fields:
+            confirm = Confirm("@DPos", DBPOS_CLOSED if ctl else DBPOS_OPEN)
+        else:
+            confirm = Confirm("@Pos", ctl)
+        return Command(action, writes=(Write("@Cmd", ctl, confirm),))
 
 
 class ScheduleControl:

@@ -1,16 +1,19 @@
 """Switch, breaker and recloser twins: position and health from the point map, and control.
 
-Inputs (point-map fields, not published): ``@Pos`` -- the position, true = closed -- and
-optionally ``@Fault`` (a protection fault flag), ``@Transient`` (the mechanism is moving) and
-``@OpCnt`` (the operations counter). Derived, in the status profile under the type's logical
+Inputs (point-map fields, not published): the position, either ``@DPos`` -- a double point
+as a real breaker reports it (IEC 61850 Dbpos: 0 intermediate, 1 open, 2 closed, 3 bad state;
+DNP3 double-bit input, IEC 104 M_DP, an OPC UA 0-3 position) -- or ``@Pos`` (true = closed);
+optionally ``@Cmd``, the separate command point (true = close), and ``@Fault`` (a protection
+fault flag), ``@Transient`` (the mechanism is moving) and ``@OpCnt`` (the operations counter). Derived, in the status profile under the type's logical
 node (``switchStatusXSWI`` for a switch, ``statusAndEventXCBR`` for a breaker or recloser):
-``Pos`` (``closed`` / ``open`` / ``transient``, or ``invalid`` -- with the input's quality --
-when the position is not known, e.g. the device does not answer), ``EEHealth`` (``Alarm`` while
-the fault flag is set) and ``OpCnt``. Currents and voltages, if mapped, go to the reading
+``Pos`` (``closed`` / ``open`` / ``transient`` (intermediate), or ``invalid`` -- with the
+input's quality -- when the position is not known, e.g. the device does not answer, or the
+double point says bad state), ``EEHealth`` (``Alarm`` while the fault flag is set) and ``OpCnt``. Currents and voltages, if mapped, go to the reading
 profile. One point map serves all three types.
 
 Control (``twins.control.DiscreteControl``): ``open`` / ``close`` on the type's discrete
-control profile; executing one writes ``@Pos`` and confirms it by reading it back. Results are
+control profile; executing one writes ``@Cmd`` and waits for the position to reach the
+commanded state, or, without a command point, writes ``@Pos`` and reads it back. Results are
 events on the type's event profile.
 """
 
@@ -33,6 +36,9 @@ from edgetwin.wire.openfmb import (
     Profile,
 )
 
+#: a double point's state -> OpenFMB DbPosKind
+DBPOS_NAMES = {0: "transient", 1: "open", 2: "closed", 3: "invalid"}
+
 
 class SwitchTwin(PointMapTwin, DiscreteControl):
     profiles = (SWITCH_READING, SWITCH_STATUS)
@@ -48,8 +54,13 @@ class SwitchTwin(PointMapTwin, DiscreteControl):
         count = samples.get("@OpCnt")
         if count is not None:
             out[f"{ln}.OpCnt"] = combine([count], count.value, f"{ln}.OpCnt")
+        dpos = samples.get("@DPos")
         pos = samples.get("@Pos")
-        if pos is not None:
+        if dpos is not None:
+            good = dpos.quality.is_good
+            name = DBPOS_NAMES.get(dpos.value, "invalid") if good else "invalid"  # type: ignore[arg-type]
+            out[f"{ln}.Pos"] = Reading(f"{ln}.Pos", name, dpos.quality, dpos.ts)  # type: ignore[arg-type]
+        elif pos is not None:
             moving = samples.get("@Transient")
             if moving is not None and moving.value:
                 name = "transient"

@@ -135,6 +135,9 @@ class ControlConfig(_Strict):
         16 * 1024 * 1024, ge=64 * 1024, le=1024**3, description="commands awaiting verification"
     )
     refusal_events_per_s: float = Field(5.0, gt=0, description="per twin; the rest are counted")
+    operate_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="a position's travel after its command point is written"
+    )
 
 
 class AgentFile(_Strict):

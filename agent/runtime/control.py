@@ -35,9 +35,12 @@ in batches on a worker thread (Ed25519 releases the GIL):
 
 Then the writes go through the device's runtime (between polls, the point map's transform
 undone) and are read back: ``executed`` when every read-back confirms its value, ``failed``
-otherwise or when the device refuses. A schedule is ``accepted`` and handed to
-``agent.runtime.schedule``, which applies each curve point at its time; each application checks the
-interlocks again and ends in its own result event (``schedulePoint``: its index). Every command
+otherwise (``readback``), or when the device refuses (``refused_by_device``, with the device's
+own ``answer``: a DNP3 CommandStatus, an IEC 104 negative confirmation, a Modbus exception) or
+cannot be reached (``device``). A write to a command point (``@Cmd``) is confirmed by the
+position it names reaching the commanded state within ``operate_timeout_s``. A schedule is
+``accepted`` and handed to ``agent.runtime.schedule``, which applies each curve point at its
+time; each application checks the interlocks again and ends in its own result event (``schedulePoint``: its index). Every command
 ends in a signed result event on the twin's event profile, through the outbox as an event
 (dropped last). A refusal before the signature verified echoes only the bounded header's
 ``kid`` and ``seq``. Refusals are logged and published up to ``refusal_events_per_s`` per twin;
@@ -64,9 +67,10 @@ from edgetwin.agent.runtime.running import RunningDevice
 from edgetwin.agent.runtime.schedule import Schedule, ScheduleRunner, ScheduleStore
 from edgetwin.agent.runtime.trust import load_trust
 from edgetwin.core.clock import Clock, SystemClock
-from edgetwin.core.errors import DeviceError, VerificationError
+from edgetwin.core.errors import DeviceError, DeviceRejected, VerificationError
 from edgetwin.core.files import open_state_db, state_dir
-from edgetwin.twins.base import event_message
+from edgetwin.core.models import Reading
+from edgetwin.twins.base import BoundPoint, event_message
 from edgetwin.twins.control import (
     BadCommand,
     Command,
@@ -90,6 +94,7 @@ log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 50_000  # commands waiting for verification (also bounded in bytes)
 VERIFY_BATCH = 64
+POSITION_POLL_S = 0.02  # between reads of a position after a command point was written
 SHED_LISTED = 500  # (kid, seq) pairs named in one shed answer; more are counted
 
 
@@ -491,26 +496,48 @@ class ControlService:
         readback: dict[str, Any] = {}
         for write in writes:
             bp = points[write.field]
+            check = points[write.confirm.field] if write.confirm else bp
+            expected = write.confirm.value if write.confirm else write.value
             try:
                 raw = bp.entry.untransform(write.value)
-                reading = await device.execute(bp.spec, raw)
+                reading = await device.execute(bp.spec, raw, read_back=check.spec)
+                if write.confirm is not None:
+                    reading = await self._await_position(device, check, expected, reading)
+            except DeviceRejected as err:  # the device's own answer: a refusal
+                self.counters["failed"] += 1
+                log.error("control: %s refused %s of %s: %s", device.config.name,
+                          write.field, mrid, err)  # fmt: skip
+                return {"result": "failed", "reason": "refused_by_device", "detail": str(err),
+                        "answer": err.answer or str(err)}  # fmt: skip
             except (DeviceError, TimeoutError, OSError, ValueError) as err:
                 self.counters["failed"] += 1
                 log.error("control: writing %s of %s failed: %s", write.field, mrid, err)
                 return {"result": "failed", "reason": "device", "detail": str(err)}
-            value = bp.entry.transform(reading.value) if reading.quality.is_good else None
-            readback[write.field.removeprefix("@")] = value
-            if not (reading.quality.is_good and bp.entry.same(value, write.value)):
+            value = check.entry.transform(reading.value) if reading.quality.is_good else None
+            readback[check.field.removeprefix("@")] = value
+            if not (reading.quality.is_good and check.entry.same(value, expected)):
                 self.counters["failed"] += 1
+                waited = f" within {self._control.operate_timeout_s:g} s" if write.confirm else ""
                 return {
                     "result": "failed",
                     "reason": "readback",
-                    "detail": f"{write.field} read back {value!r} "
-                    f"({reading.quality.validity.value}), expected {write.value!r}",
+                    "detail": f"{check.field} read back {value!r} "
+                    f"({reading.quality.validity.value}){waited}, expected {expected!r}",
                 }
         self.counters["executed"] += 1
         log.info("control: %s executed and confirmed", mrid)
         return {"result": "executed", "readback": readback}
+
+    async def _await_position(
+        self, device: RunningDevice, check: BoundPoint, expected: Any, reading: Reading
+    ) -> Reading:
+        """After a command point was written: read the position until it holds ``expected``
+        (a breaker's travel, through intermediate) or ``operate_timeout_s`` passed."""
+        deadline = self._clock.monotonic() + self._control.operate_timeout_s
+        while not _holds(check, reading, expected) and self._clock.monotonic() < deadline:
+            await self._clock.sleep(POSITION_POLL_S)
+            reading = await device.observe(check.spec)
+        return reading
 
     def _may_publish_refusal(self, mrid: str) -> bool:
         """A token bucket per twin for refusal events."""
@@ -542,6 +569,12 @@ class ControlService:
                 if (s := self.schedules.in_force(mrid)) is not None
             },
         }
+
+
+def _holds(bp: BoundPoint, reading: Reading, expected: Any) -> bool:
+    if not reading.quality.is_good:
+        return False
+    return bool(bp.entry.same(bp.entry.transform(reading.value), expected))
 
 
 def _storage(call: Callable[..., Any], *args: Any) -> Any:

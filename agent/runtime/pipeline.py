@@ -33,6 +33,23 @@ def _event_body(payload: dict[str, Any]) -> Any:
     return next((v for k, v in payload.items() if k.endswith("Event")), payload)
 
 
+def generations(readings: Sequence[Reading]) -> list[Sequence[Reading]]:
+    """Readings split so that no point appears twice in one part: the n-th reading of every
+    point in the n-th part (each point's readings are oldest first). One part, the readings
+    themselves, in the usual case of one reading per point."""
+    if len({r.point for r in readings}) == len(readings):
+        return [readings]
+    parts: list[list[Reading]] = []
+    seen: dict[str, int] = {}
+    for r in readings:
+        n = seen.get(r.point, 0)
+        seen[r.point] = n + 1
+        if n == len(parts):
+            parts.append([])
+        parts[n].append(r)
+    return list(parts)
+
+
 class Pipeline:
     def __init__(self, twins: Iterable[Twin], outbox: Outbox, clock: Clock) -> None:
         self.twins = list(twins)
@@ -47,14 +64,23 @@ class Pipeline:
         self.recent_events: deque[dict[str, Any]] = deque(maxlen=50)
 
     def on_readings(self, device: str, readings: Sequence[Reading], available: bool) -> None:
-        """The sink of a ``RunningDevice``: called after every poll, successful or not."""
+        """The sink of a ``RunningDevice``: called after every poll, successful or not.
+
+        A point with several readings (events that changed between two polls: a breaker's
+        intermediate, open, closed) is ingested and reported once per reading, oldest first,
+        so no change of state is lost in our hands."""
         now = self._clock.time()
+        batches = generations(readings) if available else ()
         for twin in self._by_device.get(device, ()):
             twin.set_available(available, now)
-            if available:
-                twin.ingest(readings)
-                self.point_updates += len(readings)
+            for batch in batches[:-1]:
+                twin.ingest(batch)
+                self._report(twin, now)
+            if batches:
+                twin.ingest(batches[-1])
             self._report(twin, now)
+        if available:
+            self.point_updates += len(readings)
 
     def tick(self) -> None:
         """Report what is due by time alone (integrity periods, held-back changes)."""

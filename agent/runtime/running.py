@@ -116,19 +116,32 @@ class RunningDevice:
         finally:
             await self.driver.close()
 
-    async def execute(self, point: PointSpec, value: Any) -> Reading:
-        """Write ``value`` to ``point`` and read it back, between polls (control path). Raises
-        ``DeviceError`` when the device is unavailable or refuses; the read-back reading is
-        also handed to the sink, so the twin sees the new state at once."""
-        if not (self._connected and self.stats.available):
-            raise DeviceUnavailable(f"device {self.config.name} is unavailable")
+    async def execute(
+        self, point: PointSpec, value: Any, *, read_back: PointSpec | None = None
+    ) -> Reading:
+        """Write ``value`` to ``point`` and read back ``read_back`` (default: ``point``), between
+        polls (control path). Raises ``DeviceError`` when the device is unavailable or refuses;
+        the read-back reading is also handed to the sink, so the twin sees the new state at
+        once."""
+        self._require_available()
         async with self._io:
             async with asyncio.timeout(self.config.timeout_s * 2):
                 await self.driver.write(point, value)
+        return await self.observe(read_back or point)
+
+    async def observe(self, point: PointSpec) -> Reading:
+        """Read one point between polls (a position after a command) and hand it to the sink;
+        a point that changed several times since the last read gives its latest here."""
+        self._require_available()
+        async with self._io:
             async with asyncio.timeout(self.config.timeout_s * 2):
-                (readback,) = await self.driver.read([point])
-        self._sink(self.config.name, [readback], True)
-        return readback
+                readings = await self.driver.read([point])
+        self._sink(self.config.name, readings, True)
+        return readings[-1]
+
+    def _require_available(self) -> None:
+        if not (self._connected and self.stats.available):
+            raise DeviceUnavailable(f"device {self.config.name} is unavailable")
 
     async def _back_off(self, err: Exception, backoff: Backoff) -> None:
         """Close the link, mark the device failed, wait out the backoff; the schedule restarts."""
