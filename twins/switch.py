@@ -1,15 +1,16 @@
 """Switch, breaker and recloser twins: position and health from the point map, and control.
 
-Inputs (point-map fields, not published): the position, either ``@DPos`` -- a double point
-as a real breaker reports it (IEC 61850 Dbpos: 0 intermediate, 1 open, 2 closed, 3 bad state;
-DNP3 double-bit input, IEC 104 M_DP, an OPC UA 0-3 position) -- or ``@Pos`` (true = closed);
+Inputs (point-map fields, not published): the position, either ``@DPos`` -- a double point as a
+real breaker reports it (IEC 61850 Dbpos: 0 intermediate, 1 open, 2 closed, 3 bad state; DNP3
+double-bit input, IEC 104 M_DP, an OPC UA 0-3 position) -- or ``@Pos`` (true = closed);
 optionally ``@Cmd``, the separate command point (true = close), and ``@Fault`` (a protection
-fault flag), ``@Transient`` (the mechanism is moving) and ``@OpCnt`` (the operations counter). Derived, in the status profile under the type's logical
-node (``switchStatusXSWI`` for a switch, ``statusAndEventXCBR`` for a breaker or recloser):
-``Pos`` (``closed`` / ``open`` / ``transient`` (intermediate), or ``invalid`` -- with the
-input's quality -- when the position is not known, e.g. the device does not answer, or the
-double point says bad state), ``EEHealth`` (``Alarm`` while the fault flag is set) and ``OpCnt``. Currents and voltages, if mapped, go to the reading
-profile. One point map serves all three types.
+fault flag), ``@Transient`` (the mechanism is moving) and ``@OpCnt`` (the operations counter).
+Derived, in the status profile under the type's logical node (``switchStatusXSWI`` for a switch,
+``statusAndEventXCBR`` for a breaker or recloser): ``Pos`` (``closed`` / ``open`` /
+``transient`` (intermediate), or ``invalid`` -- with the input's quality -- when the position is
+not known, e.g. the device does not answer, or the double point says bad state), ``EEHealth``
+(``Alarm`` while the fault flag is set) and ``OpCnt``. Currents and voltages, if mapped, go to
+the reading profile. One point map serves all three types.
 
 Control (``twins.control.DiscreteControl``): ``open`` / ``close`` on the type's discrete
 control profile; executing one writes ``@Cmd`` and waits for the position to reach the

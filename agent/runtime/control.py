@@ -40,11 +40,11 @@ own ``answer``: a DNP3 CommandStatus, an IEC 104 negative confirmation, a Modbus
 cannot be reached (``device``). A write to a command point (``@Cmd``) is confirmed by the
 position it names reaching the commanded state within ``operate_timeout_s``. A schedule is
 ``accepted`` and handed to ``agent.runtime.schedule``, which applies each curve point at its
-time; each application checks the interlocks again and ends in its own result event (``schedulePoint``: its index). Every command
-ends in a signed result event on the twin's event profile, through the outbox as an event
-(dropped last). A refusal before the signature verified echoes only the bounded header's
-``kid`` and ``seq``. Refusals are logged and published up to ``refusal_events_per_s`` per twin;
-the rest are only counted (by reason).
+time; each application checks the interlocks again and ends in its own result event
+(``schedulePoint``: its index). Every command ends in a signed result event on the twin's event
+profile, through the outbox as an event (dropped last). A refusal before the signature verified
+echoes only the bounded header's ``kid`` and ``seq``. Refusals are logged and published up to
+``refusal_events_per_s`` per twin; the rest are only counted (by reason).
 """
 
 from __future__ import annotations
