@@ -252,7 +252,7 @@ class _Master(Master):
     def __init__(
         self, config: MasterConfig, handler: _Handler, on_iin: Callable[[IIN, bool], None]
     ) -> None:
-        super().__init__(config=config, handler=handler)  # type: ignore[arg-type]
+        super().__init__(config=config, handler=handler)
         self._on_iin = on_iin
         self.last_solicited = b""
         self.unsolicited = 0
@@ -331,16 +331,16 @@ class Dnp3Driver:
 
     @staticmethod
     def _shared_link(c: Dnp3Config, shared: dict[str, Any]) -> Dnp3Link:
+        settings: tuple[SerialSettings | None, int]
         if c.serial is not None:
             serial = SerialSettings(c.serial, c.baudrate, c.bytesize, c.parity, c.stopbits)
             key, settings = f"dnp3:serial:{c.serial}", (serial, c.master)
-            timeout = c.connect_timeout_s
 
             async def opener() -> Any:
                 return await open_serial(serial)
         else:
             host, port, timeout = c.host or "", c.port, c.connect_timeout_s
-            key, settings = f"dnp3:tcp:{host}:{port}", c.master
+            key, settings = f"dnp3:tcp:{host}:{port}", (None, c.master)
 
             async def opener() -> Any:
                 return await open_tcp(host, port, timeout)
@@ -478,8 +478,11 @@ class Dnp3Driver:
             if interval and now >= self._due[name]:
                 self._due[name] = now + interval
                 self._needs.add(name)
-        waits = [self._due[n] - now for n, i in (("integrity", c.integrity_interval_s),
-                                                 ("events", c.event_poll_interval_s)) if i]  # fmt: skip
+        waits = [
+            self._due[n] - now
+            for n, i in (("integrity", c.integrity_interval_s), ("events", c.event_poll_interval_s))
+            if i
+        ]
         return max(0.01, min(waits, default=3600.0))
 
     async def _run(self) -> None:

@@ -1,4 +1,4 @@
-"""One physical DNP3 channel -- a TCP connection or a serial line -- shared by the outstations on it.
+"""One physical DNP3 channel -- a TCP connection or a serial line -- shared by its outstations.
 
 dnp3py's master runner speaks to one outstation over a channel it owns. A substation channel
 often carries several: a multi-drop RS-485 line, or a port server in front of several RTUs, each
@@ -47,9 +47,10 @@ class _Stream:
     close: Callable[[], None]
 
 
-async def open_tcp(host: str, port: int, timeout: float) -> _Stream:
+async def open_tcp(host: str, port: int, limit_s: float) -> _Stream:
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        async with asyncio.timeout(limit_s):
+            reader, writer = await asyncio.open_connection(host, port)
     except (OSError, TimeoutError) as err:
         raise DeviceUnavailable(f"{host}:{port}: {getattr(err, 'strerror', None) or err}") from None
 

@@ -185,7 +185,8 @@ class SimOutstation(Outstation):
     def _read_class_events(
         self, event_class: EventClass, seen_keys: Collection[Any] = ()
     ) -> tuple[list[ObjectBlock], list[Any]]:
-        blocks, keys = super()._read_class_events(event_class, seen_keys)
+        blocks, library_keys = super()._read_class_events(event_class, seen_keys)
+        keys: list[Any] = list(library_keys)
         if event_class == EventClass.CLASS_1:
             pending = [e for e in self.dbi_events if ("dbi", e[0]) not in seen_keys]
             items = [(i, bytes([f | (s << 6)]) + _ms(ts)) for _, i, s, f, ts in pending]
@@ -335,8 +336,13 @@ class OutstationModel:
         db.add_analog_output(0, quality=AnalogQuality.ONLINE)
         config = OutstationConfig(address=self.address, max_fragment_size=MAX_FRAGMENT,
                                   analog_output_static_variation=1)  # fmt: skip
-        station = SimOutstation(config=config, database=db, handler=_Breakers(self),
-                                time_handler=self._on_time, dbi_capacity=self._event_buffer)  # fmt: skip
+        station = SimOutstation(
+            config=config,
+            database=db,
+            handler=_Breakers(self),
+            time_handler=self._on_time,
+            dbi_capacity=self._event_buffer,
+        )
         for i, closed in enumerate(self.closed):
             station.dbi[i] = (DBI_STATE[closed], ONLINE)
         self._refresh(station, now=time.time())
@@ -379,13 +385,17 @@ class OutstationModel:
                 q = self._forced.get(("ai", n), ONLINE)
                 db.update_analog_input(n, round(value, 2), AnalogQuality(q), stamp)
             self._energy[j] += max(1, int(amps / 100))
-            db.update_counter(j, self._energy[j], CounterQuality(self._forced.get(("c", j), ONLINE)),
-                              stamp)  # fmt: skip
+            flags = CounterQuality(self._forced.get(("c", j), ONLINE))
+            db.update_counter(j, self._energy[j], flags, stamp)
         for n in range(self._analogs):
             self._extra[n] += rng.choice((-1.0, 1.0)) * rng.uniform(0.1, 1.0)
             base = 3 * self._feeders + n
-            db.update_analog_input(base, round(self._extra[n], 3),
-                                   AnalogQuality(self._forced.get(("ai", base), ONLINE)), stamp)  # fmt: skip
+            db.update_analog_input(
+                base,
+                round(self._extra[n], 3),
+                AnalogQuality(self._forced.get(("ai", base), ONLINE)),
+                stamp,
+            )
         db.update_analog_input(self.echo_index, self.setpoint, AnalogQuality.ONLINE, stamp)
 
     def refresh(self) -> None:
@@ -438,7 +448,7 @@ class Dnp3Station:
                 travel_s=travel_s,
                 event_buffer=event_buffer,
                 loop=self._running_loop,
-            )  # fmt: skip
+            )
             for a in addresses
         }
         self._thread: threading.Thread | None = None
