@@ -496,7 +496,8 @@ class Dnp3Driver:
                     async with self._link.exchange:
                         try:
                             future.set_result(await job())
-                        except (MasterRunnerError, ConnectionError, OSError):
+                        except (MasterRunnerError, ConnectionError, OSError) as err:
+                            future.set_exception(DeviceUnavailable(f"no answer: {err}"))
                             raise
                         except Exception as err:  # an answer that refuses: the caller's error
                             future.set_exception(err)

@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 
 DBI_STATE = {False: 1, True: 2}  # closed -> 2 (ON), open -> 1 (OFF); 0 intermediate
 ONLINE = 0x01
-FLAGS = {"online": 0x01, "restart": 0x02, "comm_lost": 0x04, "remote_forced": 0x08,
+FLAGS = {"online": 0x01, "offline": 0x00, "restart": 0x02, "comm_lost": 0x04, "remote_forced": 0x08,
          "local_forced": 0x10, "chatter_filter": 0x20, "over_range": 0x20,
          "reference_err": 0x40}  # fmt: skip
 MAX_FRAGMENT = 2048
@@ -199,11 +199,19 @@ class SimOutstation(Outstation):
         if mine:
             self.dbi_events = deque(e for e in self.dbi_events if e[0] not in mine)
         super()._remove_events_by_key([k for k in keys if k[0] != "dbi"])
-        if keys and not self.dbi_events:  # the master has read the events: IIN2.3 clears
-            buffer = self.database.event_buffer
-            for cls in (buffer.class1, buffer.class2, buffer.class3):
-                cls.reset_overflow()
-            self._state.clear_event_overflow()
+
+    def _handle_read(self, request: Any) -> list[ResponseFragment]:
+        """A read that empties the event buffers still reports IIN2.3 (the master learns of
+        the overflow), and clears it for the responses after it."""
+        responses: list[ResponseFragment] = super()._handle_read(request)
+        buffer = self.database.event_buffer
+        classes = (buffer.class1, buffer.class2, buffer.class3)
+        if self._state.iin & IIN.EVENT_BUFFER_OVERFLOW and not self.dbi_events:
+            if all(c.count == 0 for c in classes):
+                for c in classes:
+                    c.reset_overflow()
+                self._state.clear_event_overflow()
+        return responses
 
     def generate_unsolicited(self) -> ResponseFragment | None:
         response = super().generate_unsolicited()
@@ -514,11 +522,10 @@ class Dnp3Station:
     def set_quality(self, address: int, kind: str, index: int, *flags: str) -> None:
         """Flags (``comm_lost``, ``over_range``, ``local_forced``, ... ; none: back to online)
         on one point (``ai``, ``bi``, ``dbi``, ``c``); an event carries them."""
-        bits = 0
+        bits = ONLINE  # online unless said otherwise
         for flag in flags:
             bits |= FLAGS[flag]
-        bits = bits or ONLINE
-        if "comm_lost" in flags:
+        if "comm_lost" in flags or "offline" in flags:
             bits &= ~ONLINE
         self._call(lambda: self.outstations[address].force(kind, index, bits))
 

@@ -4,10 +4,6 @@ station restart and the redundant server."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,16 +15,7 @@ from edgetwin.core.models import Validity
 from edgetwin.core.points import PointSpec
 from edgetwin.drivers.iec104 import Iec104Config, Iec104Driver, quality_bits
 from edgetwin.firmware_sim.iec104_station import Iec104Station
-from tests.helpers import until
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    """Poll the async ``check`` until it holds (bounded generously for a loaded machine)."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {check.__name__}"
-        await asyncio.sleep(0.02)
-
+from tests.helpers import eventually, until
 
 POINTS = [PointSpec("pos", "dp:100"), PointSpec("amps", "float:300"), PointSpec("kv", "sva:320"),
           PointSpec("pf", "nva:340"), PointSpec("kwh", "it:400"), PointSpec("local", "sp:200"),
