@@ -100,7 +100,7 @@ def test_command_status_of_any_bytes_never_raises(data: bytes) -> None:
 
 
 def test_config_is_checked() -> None:
-    with pytest.raises(ValidationError, match="host .TCP. or serial"):
+    with pytest.raises(ValidationError, match=r"host \(TCP\) or serial"):
         Dnp3Config(name="r", driver="dnp3", outstation=10)
     with pytest.raises(ValidationError, match="different link addresses"):
         Dnp3Config(name="r", driver="dnp3", host="127.0.0.1", outstation=1, master=1)
