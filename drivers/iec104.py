@@ -420,7 +420,8 @@ class Iec104Driver:
             if not self._connection.is_connected:
                 raise DeviceUnavailable(f"{point.key}: connection lost during the command")
             raise DeviceRejected(f"{point.key}: {kind}:{ioa} negative confirmation "
-                                 f"({self._config.command_mode.replace('_', ' ')})")  # fmt: skip
+                                 f"({self._config.command_mode.replace('_', ' ')})",
+                                 answer="negative confirmation")  # fmt: skip
 
     def _stop(self) -> None:
         client, self._client, self._connection, self._station = self._client, None, None, None

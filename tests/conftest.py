@@ -9,13 +9,14 @@ import logging
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgetwin.agent.tools.broker import Mosquitto, free_port, mosquitto_path
 from edgetwin.firmware_sim.meter import MeterSimulator
 from edgetwin.firmware_sim.site import meter_mrid, site_config
-from edgetwin.wire.keys import generate, load_trust_dir
+from edgetwin.wire.keys import generate, load_private, load_trust_dir
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
@@ -136,3 +137,22 @@ def serial_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     yield str(a), str(b)
     proc.terminate()
     proc.wait()
+
+
+#: the breaker the control tests operate (planner-1 may open only this one)
+CONTROLLED_BREAKER = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> dict[str, Any]:
+    """Two central keys: scada-1 may open and close anything; planner-1 may only open."""
+    scada, _ = generate(tmp_path / "central" / "scada-1.key")
+    planner, _ = generate(tmp_path / "central" / "planner-1.key")
+    trust = tmp_path / "central" / "trust.toml"
+    trust.write_text(
+        '[[keys]]\nkid = "scada-1"\npublic_key = "scada-1.pub.pem"\ntwins = ["*"]\n'
+        'actions = ["open", "close"]\n\n'
+        f'[[keys]]\nkid = "planner-1"\npublic_key = "planner-1.pub.pem"\ntwins = ["{CONTROLLED_BREAKER}"]\n'
+        'actions = ["open"]\n'
+    )
+    return {"scada": load_private(scada), "planner": load_private(planner), "trust": trust}

@@ -18,28 +18,13 @@ from edgetwin.agent.tools.broker import Mosquitto, free_port
 from edgetwin.agent.tools.commission import commission
 from edgetwin.central.command import ResultWaiter, build_command, publish
 from edgetwin.firmware_sim.breaker import BreakerSimulator
-from edgetwin.wire.keys import generate, load_private, load_trust_dir
+from edgetwin.wire.keys import load_trust_dir
 from tests.helpers import opcua_breaker, until, write_config
 from tests.test_end_to_end import running, subscribed
 
 BREAKER = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
 OTHER = "11111111-2222-4333-8444-555555555555"
 STATUS = f"openfmb/switchmodule/SwitchStatusProfile/{BREAKER}"
-
-
-@pytest.fixture
-def central(tmp_path: Path) -> dict[str, Any]:
-    """Two central keys: scada-1 may open and close anything; planner-1 may only open."""
-    scada, _ = generate(tmp_path / "central" / "scada-1.key")
-    planner, _ = generate(tmp_path / "central" / "planner-1.key")
-    trust = tmp_path / "central" / "trust.toml"
-    trust.write_text(
-        '[[keys]]\nkid = "scada-1"\npublic_key = "scada-1.pub.pem"\ntwins = ["*"]\n'
-        'actions = ["open", "close"]\n\n'
-        f'[[keys]]\nkid = "planner-1"\npublic_key = "planner-1.pub.pem"\ntwins = ["{BREAKER}"]\n'
-        'actions = ["open"]\n'
-    )
-    return {"scada": load_private(scada), "planner": load_private(planner), "trust": trust}
 
 
 def breaker_config(

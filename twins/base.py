@@ -51,6 +51,12 @@ class BoundPoint:
     spec: PointSpec
     entry: PointEntry
 
+    @property
+    def polled(self) -> bool:
+        """False for a command point (``@Cmd``): written by control, never read -- an IEC 104
+        double command or an OPC UA Command node has no value to read."""
+        return self.field not in COMMAND_FIELDS
+
 
 @dataclass(slots=True)
 class TwinState:
@@ -146,6 +152,7 @@ def event_message(twin: Any, kind: str, body: Mapping[str, Any], now: float) -> 
     return Outgoing(profile.topic(s.topic_prefix, s.mrid), payload, MessageClass.EVENT)
 
 
+COMMAND_FIELDS = frozenset({"@Cmd"})
 INPUT = "@"  # prefix of point-map fields that feed ``derive`` and are not published
 
 

@@ -138,9 +138,16 @@ class Agent:
                     if twin.spec.device == dev.name
                     for bp in twin.bound_points()
                 ]
+                polled = [
+                    bp.spec
+                    for twin in self.config.twins
+                    if twin.spec.device == dev.name
+                    for bp in twin.bound_points()
+                    if bp.polled
+                ]
                 driver = self.config.driver_classes[dev.name](dev, points, shared)
                 self.devices.append(
-                    RunningDevice(dev, driver, points, pipeline.on_readings, self.clock)
+                    RunningDevice(dev, driver, polled, pipeline.on_readings, self.clock)
                 )
             await self._start_http()  # before anything runs: a port in use stops the start
             self.control = self._control(outbox)

@@ -39,8 +39,9 @@ async def commission(config: AgentConfig, mrid: str, *, record: bool = True) -> 
         known = ", ".join(t.spec.mrid for t in config.twins)
         raise ConfigError([f"no twin with mRID {mrid} (twins: {known})"])
     device = next(d for d in config.devices if d.name == twin.spec.device)
-    points = [bp for bp in twin.bound_points()]
-    driver: Any = config.driver_classes[device.name](device, [bp.spec for bp in points], {})
+    every = list(twin.bound_points())
+    driver: Any = config.driver_classes[device.name](device, [bp.spec for bp in every], {})
+    points = [bp for bp in every if bp.polled]  # a command point has nothing to read
     result = Result(mrid)
     try:
         await driver.connect()
