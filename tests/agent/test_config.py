@@ -85,8 +85,8 @@ BAD = [
         id="typo-key",
     ),
     pytest.param(
-        edit('driver = "modbus_tcp"', 'driver = "dnp3"'),
-        r"devices\[0\]\.driver: no plugin 'dnp3' in edgetwin\.drivers \(known: .*modbus_tcp",
+        edit('driver = "modbus_tcp"', 'driver = "iec61850"'),
+        r"devices\[0\]\.driver: no plugin 'iec61850' in edgetwin\.drivers \(known: .*modbus_tcp",
         id="unknown-driver",
     ),
     pytest.param(
