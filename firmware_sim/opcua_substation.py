@@ -3,7 +3,10 @@
 Address space, namespace ``urn:edgetwin:substation`` (string node ids, also browsable by name)::
 
     Objects/Substation/
-        Breaker1..N/    Position (Boolean, true = closed), TripCount (UInt32)
+        Breaker1..N/    Position (Boolean, true = closed), TripCount (UInt32); with
+                        ``double_point=True`` as real IEDs model it: Position (Int32, read-only:
+                        0 intermediate, 1 open, 2 closed, 3 bad) and Command (Boolean, written:
+                        true = close), the breaker travelling ``travel_s`` after a command
         Transformer1/   TapPosition (Int32, -16..16), OilTemp, WindingTemp (Double, degC)
         Feeder1..N/     W, VAr (Double), A (Double), V (Double, line-to-neutral)
         Bulk/           V0000..  (Double; ``bulk`` of them, all changed every update: benchmarks)
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
+from asyncua.common.callback import CallbackType
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -60,6 +64,8 @@ class SubstationSimulator:
         seed: int = 1,
         extra_namespaces: tuple[str, ...] = (),
         bulk: int = 0,
+        double_point: bool = False,
+        travel_s: float = 0.3,
     ) -> None:
         self.port = port
         self.url = f"opc.tcp://127.0.0.1:{port}/edgetwin/substation"
@@ -80,6 +86,8 @@ class SubstationSimulator:
         self.extra_namespaces = extra_namespaces
         self.bulk = bulk  # extra Bulk.V0000.. variables, all changed every update (benchmarks)
         self.writes = 0
+        self.double_point, self.travel_s = double_point, travel_s
+        self.commands: list[tuple[int, bool]] = []  # (breaker, close) received on Command
 
     @property
     def server_cert(self) -> Path:
@@ -93,6 +101,7 @@ class SubstationSimulator:
         names = []
         for b in range(1, self.breakers + 1):
             names += [f"Breaker{b}.Position", f"Breaker{b}.TripCount"]
+            names += [f"Breaker{b}.Command"] if self.double_point else []
         names += ["Transformer1.TapPosition", "Transformer1.OilTemp", "Transformer1.WindingTemp"]
         for f in range(1, self.feeders + 1):
             names += [f"Feeder{f}.{q}" for q in ("W", "VAr", "A", "V")]
@@ -101,7 +110,9 @@ class SubstationSimulator:
 
     def _initial(self, name: str) -> Any:
         if name.endswith(".Position"):
-            return True
+            return ua.Variant(2, ua.VariantType.Int32) if self.double_point else True
+        if name.endswith(".Command"):
+            return False
         if name.endswith(".TripCount"):
             return ua.Variant(0, ua.VariantType.UInt32)
         if name.endswith("TapPosition"):
@@ -148,12 +159,36 @@ class SubstationSimulator:
                 objects[obj_name] = await root.add_object(self.node_id(obj_name), obj_name)
             value = self.values.get(name, self._initial(name))
             node = await objects[obj_name].add_variable(self.node_id(name), var, value)
-            if name.endswith(".Position") or name.endswith("TapPosition"):
+            writable = ".Command" if self.double_point else ".Position"
+            if name.endswith(writable) or name.endswith("TapPosition"):
                 await node.set_writable()
             self._nodes[name] = node
+        if self.double_point:
+            server.subscribe_server_callback(CallbackType.PostWrite, self._on_write)
         await server.start()
         self._server = server
         self._task = asyncio.create_task(self._update_loop(), name="substation-sim")
+
+    async def _on_write(self, event: Any, _dispatcher: Any) -> None:
+        """A write to BreakerN.Command: the breaker travels (intermediate, then its end)."""
+        for write, status in zip(
+            event.request_params.NodesToWrite, event.response_params, strict=False
+        ):
+            name = str(write.NodeId.Identifier)
+            if name.endswith(".Command") and status.is_good():
+                b, close = (
+                    int(name[len("Breaker") : -len(".Command")]),
+                    bool(write.Value.Value.Value),
+                )
+                self.commands.append((b, close))
+                asyncio.get_running_loop().create_task(self._travel(b, close))
+
+    async def _travel(self, b: int, close: bool) -> None:
+        position = self._nodes[f"Breaker{b}.Position"]
+        await position.write_value(ua.Variant(0, ua.VariantType.Int32))
+        await asyncio.sleep(self.travel_s)
+        await position.write_value(ua.Variant(2 if close else 1, ua.VariantType.Int32))
+        self.values[f"Breaker{b}.Position"] = 2 if close else 1
 
     async def _update_loop(self) -> None:
         t = 0.0
@@ -166,7 +201,8 @@ class SubstationSimulator:
         """Move the measurements (also callable by tests for deterministic values)."""
         load = 0.6 + 0.3 * math.sin(t / 60.0)
         for f in range(1, self.feeders + 1):
-            closed = self.values.get(f"Breaker{min(f, self.breakers)}.Position", True)
+            position = self.values.get(f"Breaker{min(f, self.breakers)}.Position", True)
+            closed = position == 2 if self.double_point else position is not False
             w = (2e6 * load * (1 + self._rng.gauss(0, 0.01))) if closed else 0.0
             v = 7200.0 * (1 + self._rng.gauss(0, 0.002))
             await self._set(f"Feeder{f}.W", w)

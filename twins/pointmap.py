@@ -88,9 +88,14 @@ class PointEntry(ReportingSettings):
 
     def untransform(self, value: Value) -> Value:
         """The raw value that ``transform`` turns into ``value`` (for writes). A masked or
-        shifted point cannot be written without the other bits of its register."""
-        if value is None or isinstance(value, bool):
+        shifted point cannot be written without the other bits of its register. A state
+        (true / false) written to an integer register is 1 / 0 (a command register)."""
+        if value is None or (isinstance(value, bool) and self.dtype == "bool"):
             return value
+        if isinstance(value, bool):
+            if self.dtype.startswith("float"):
+                raise ValueError(f"{self.field}: true / false cannot be written to a float")
+            return int(value)
         if self.mask is not None or self.shift:
             raise ValueError(f"{self.field}: a masked or shifted point cannot be written")
         raw = value
