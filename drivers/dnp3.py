@@ -538,6 +538,12 @@ class Dnp3Driver:
                 f"outstation {self._config.outstation} on {self._link.name} lost{why}"
             )
 
+    def reported(self) -> list[tuple[str, int, Value, Quality, float]]:
+        """Every point the outstation reported, configured or not (for discovery): kind,
+        index, value, quality, time; in kind and index order."""
+        return [(kind, index, r.value, quality_bits(r.flags, FAMILY[kind]), r.ts)
+                for (kind, index), r in sorted(self._points.latest.items())]  # fmt: skip
+
     # -- read / write -------------------------------------------------------------------------
 
     async def read(self, points: Sequence[PointSpec]) -> list[Reading]:

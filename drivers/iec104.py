@@ -324,7 +324,7 @@ class Iec104Driver:
         if not connection.interrogation(common_address=c.common_address, wait_for_response=wait):
             if wait:
                 raise DeviceUnavailable(f"{c.host}: general interrogation not confirmed")
-        if any(kind == "it" for kind, _ in self._kinds.values()):
+        if not self._kinds or any(kind == "it" for kind, _ in self._kinds.values()):
             connection.counter_interrogation(common_address=c.common_address,
                                              wait_for_response=wait)  # fmt: skip
         if c.clock_sync:
@@ -353,6 +353,13 @@ class Iec104Driver:
             spontaneous = message.cot == c104.Cot.SPONTANEOUS
             self._stats["spontaneous" if spontaneous else "interrogated"] += 1
         return c104.ResponseState.SUCCESS
+
+    def reported(self) -> list[tuple[str, int, Value, Quality, float]]:
+        """Every object the station reported, configured or not (for discovery): kind, IOA,
+        value, quality, time; in IOA order."""
+        with self._lock:
+            reports = sorted(self._reports.items())
+        return [(r.kind, ioa, r.value, r.quality, r.ts) for ioa, r in reports]
 
     async def read(self, points: Sequence[PointSpec]) -> list[Reading]:
         connection = self._connection

@@ -349,6 +349,30 @@ def cmd_discover_opcua(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_discover_scada(args: argparse.Namespace) -> int:
+    """``discover dnp3`` / ``discover iec104``: interrogate, print the points and a section."""
+    from edgetwin.agent.tools.discover_scada import interrogate, scada_section
+
+    host, _, port = args.address.rpartition(":") if ":" in args.address else (args.address, "", "")
+    device: dict[str, Any] = {"name": f"rtu-{host.replace('.', '-')}", "driver": args.protocol,
+                              "host": host}  # fmt: skip
+    if args.protocol == "dnp3":
+        from edgetwin.drivers.dnp3 import Dnp3Config, Dnp3Driver
+
+        device |= {"port": int(port or 20000), "outstation": args.outstation, "master": args.master}
+        config: Any = Dnp3Config(**device, timeout_s=args.timeout, unsolicited=False)
+        driver: Any = Dnp3Driver(config, [])
+    else:
+        from edgetwin.drivers.iec104 import Iec104Config, Iec104Driver
+
+        device |= {"port": int(port or 2404), "common_address": args.ca}
+        config = Iec104Config(**device, connect_timeout_s=args.timeout, t1_s=15, t2_s=10)
+        driver = Iec104Driver(config, [])
+    found = asyncio.run(interrogate(driver))
+    print(scada_section(args.protocol, {**device, "poll_interval_s": 1.0}, found), end="")
+    return 0
+
+
 def cmd_command(args: argparse.Namespace) -> int:
     """Sign and send a control command, wait for its result event, print it as JSON."""
     from edgetwin.central import (
@@ -478,6 +502,17 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--username")
     o.add_argument("--password-file", type=Path)
     o.set_defaults(func=cmd_discover_opcua)
+    d = disc.add_parser("dnp3", help="integrity-poll a DNP3 outstation, list its points")
+    d.add_argument("address", help="HOST[:PORT] (default port 20000)")
+    d.add_argument("--outstation", type=int, required=True, help="its link address")
+    d.add_argument("--master", type=int, default=1, help="our link address (default 1)")
+    d.add_argument("--timeout", type=float, default=5.0, help="per-request timeout, seconds")
+    d.set_defaults(func=cmd_discover_scada)
+    i = disc.add_parser("iec104", help="interrogate an IEC 60870-5-104 station, list its objects")
+    i.add_argument("address", help="HOST[:PORT] (default port 2404)")
+    i.add_argument("--ca", type=int, default=1, help="common address (default 1)")
+    i.add_argument("--timeout", type=float, default=10.0, help="connection timeout, seconds")
+    i.set_defaults(func=cmd_discover_scada)
 
     s = sub.add_parser("command", help="central side: sign and send a control command")
     s.add_argument("--broker", default="mqtt://127.0.0.1:1883")
