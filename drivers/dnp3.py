@@ -510,9 +510,13 @@ class Dnp3Driver:
                     self._wake.clear()
                     waiters = [asyncio.ensure_future(channel.readable.wait()),
                                asyncio.ensure_future(self._wake.wait())]  # fmt: skip
-                    await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                    for w in waiters:
-                        w.cancel()
+                    try:
+                        await asyncio.wait(
+                            waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                        )
+                    finally:
+                        for w in waiters:
+                            w.cancel()
                 if channel.readable.is_set():
                     await runner.listen_unsolicited(timeout=self._config.timeout_s)
         except asyncio.CancelledError:

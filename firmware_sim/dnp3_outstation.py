@@ -360,7 +360,9 @@ class OutstationModel:
         self.time_syncs += 1
 
     def restart(self) -> None:
-        """A cold restart: a fresh database (every point RESTART until refreshed), IIN1.7."""
+        """A cold restart: a fresh database (every point RESTART until refreshed, faults on
+        points cleared), IIN1.7."""
+        self._forced.clear()
         self.outstation = self._build()
 
     def operate(self, index: int, close: bool) -> None:

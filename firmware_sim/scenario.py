@@ -5,14 +5,16 @@
     linger_s = 5
     [[devices]]
     name = "meter1"
-    kind = "meter"              # meter | inverter | substation | rtu_line
+    kind = "meter"              # meter | inverter | substation | rtu_line | dnp3 | iec104
     port = 5020                 # TCP devices; rtu_line: serial_port = "/dev/pts/7", units = [1, 2]
+                                # dnp3: port or serial_port, outstations = [10, 11]
     proxy_port = 5021           # optional: clients connect here, through a fault proxy
     [[steps]]
     at = 10.0                   # seconds after the start
     device = "meter1"
     unit = 2                    # rtu_line only: which unit misbehaves
     fault = "silent"            # none | busy | illegal | silent | garbage | slow | drop | restart
+                                # dnp3 / iec104 also: quality | local | overflow | need_time
     seconds = 2.0               # slow: answer delay; restart: downtime
 
 ``busy`` / ``illegal`` answer Modbus exception 6 / 2, ``silent`` stops answering, ``garbage``
@@ -22,6 +24,14 @@ OPC UA substation keeps its values), ``none`` clears a fault. A device with ``pr
 reached through ``firmware_sim.proxy``: there ``silent``, ``slow`` and ``drop`` act on the wire,
 which is how an OPC UA substation is made to stop answering or answer slowly. Times come from
 an injectable ``sleep`` so tests run scenarios without waiting.
+
+The SCADA stations (``dnp3``: ``firmware_sim.dnp3_outstation``, ``iec104``:
+``firmware_sim.iec104_station``) take ``drop`` (the connection closed), ``restart`` (a DNP3
+outstation's cold restart, IIN1.7, of ``outstation``; an IEC 104 station drops every
+connection), ``slow`` (answers ``seconds`` late), ``quality`` (``point`` -- ``"ai:0"`` for DNP3,
+an IOA for IEC 104 -- gets ``flags``, e.g. ``["comm_lost"]`` or ``["Invalid"]``; no flags: good
+again), ``local`` (``breaker`` N refuses commands; ``none`` gives it back), ``overflow`` (DNP3:
+more events than the buffer holds, IIN2.3) and ``need_time`` (DNP3: IIN1.4).
 """
 
 from __future__ import annotations
@@ -45,18 +55,23 @@ class _Strict(BaseModel):
 
 class DeviceEntry(_Strict):
     name: str
-    kind: Literal["meter", "inverter", "substation", "rtu_line"]
+    kind: Literal["meter", "inverter", "substation", "rtu_line", "dnp3", "iec104"]
     port: int | None = Field(None, ge=1, le=65535)
     serial_port: str | None = None
     units: list[int] = Field(default_factory=lambda: [1])
     seed: int = 1
     proxy_port: int | None = Field(None, ge=1, le=65535)
+    outstations: list[int] = Field(default_factory=lambda: [10])  # dnp3 link addresses
+    breakers: int = Field(2, ge=0, le=256)
+    feeders: int = Field(2, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _address(self) -> DeviceEntry:
         if self.kind == "rtu_line" and not self.serial_port:
             raise ValueError("an rtu_line needs serial_port")
-        if self.kind != "rtu_line" and self.port is None:
+        if self.kind == "dnp3" and (self.port is None) == (self.serial_port is None):
+            raise ValueError("a dnp3 station needs port or serial_port")
+        if self.kind not in ("rtu_line", "dnp3") and self.port is None:
             raise ValueError(f"a {self.kind} needs port")
         return self
 
@@ -64,9 +79,14 @@ class DeviceEntry(_Strict):
 class Step(_Strict):
     at: float = Field(ge=0)
     device: str
-    fault: Literal["none", "busy", "illegal", "silent", "garbage", "slow", "drop", "restart"]
+    fault: Literal["none", "busy", "illegal", "silent", "garbage", "slow", "drop", "restart",
+                   "quality", "local", "overflow", "need_time"]  # fmt: skip
     unit: int | None = None
     seconds: float = Field(1.0, ge=0)
+    outstation: int | None = None  # dnp3: which outstation (default: the first)
+    point: str | None = None  # quality: "ai:0" (dnp3) or an IOA (iec104)
+    flags: list[str] = Field(default_factory=list)
+    breaker: int = Field(0, ge=0)
 
 
 class Scenario(_Strict):
@@ -82,6 +102,13 @@ class Scenario(_Strict):
             if device is None:
                 raise ValueError(f"steps[{i}]: unknown device {step.device!r}")
             wire = step.fault in ("silent", "slow", "drop", "restart", "none")
+            scada = step.fault in ("quality", "local", "overflow", "need_time")
+            if scada != (device.kind in ("dnp3", "iec104")) and scada:
+                raise ValueError(f"steps[{i}]: {step.fault!r} is for dnp3 and iec104 stations")
+            if device.kind in ("dnp3", "iec104") and not (scada or wire):
+                raise ValueError(f"steps[{i}]: a {device.kind} station cannot be {step.fault!r}")
+            if step.fault == "quality" and not step.point:
+                raise ValueError(f"steps[{i}]: a quality fault needs point")
             if device.kind == "substation" and not wire:
                 raise ValueError(f"steps[{i}]: an OPC UA substation cannot be {step.fault!r}")
             if (
@@ -110,10 +137,62 @@ def _build(entry: DeviceEntry) -> Any:
         from edgetwin.firmware_sim.opcua_substation import SubstationSimulator
 
         return SubstationSimulator(port=entry.port or 0, seed=entry.seed)
+    if entry.kind == "dnp3":
+        from edgetwin.firmware_sim.dnp3_outstation import Dnp3Station
+
+        return Dnp3Station(
+            entry.port,
+            serial=entry.serial_port,
+            addresses=tuple(entry.outstations),
+            breakers=entry.breakers,
+            feeders=entry.feeders,
+            seed=entry.seed,
+        )
+    if entry.kind == "iec104":
+        from edgetwin.firmware_sim.iec104_station import Iec104Station
+
+        return Iec104Station(entry.port or 0, breakers=entry.breakers, feeders=entry.feeders,
+                             seed=entry.seed)  # fmt: skip
     return RtuMeterLine(entry.serial_port or "", entry.units, parity="N", seed=entry.seed)
 
 
+def _apply_scada(station: Any, step: Step) -> None:
+    """A fault on a DNP3 or IEC 104 station (``dnp3_outstation``, ``iec104_station``)."""
+    dnp3 = hasattr(station, "outstations")
+    address = (
+        step.outstation
+        if step.outstation is not None
+        else next(iter(getattr(station, "outstations", [0])))
+    )
+    target: tuple[Any, ...] = (address,) if dnp3 else ()
+    if step.fault == "none":
+        station.slow_s = 0.0
+        station.local_mode(*target, step.breaker, False)
+    elif step.fault == "slow":
+        station.slow_s = step.seconds
+    elif step.fault == "drop":
+        station.drop() if dnp3 else station.restart()
+    elif step.fault == "restart":
+        station.restart(*target)
+    elif step.fault == "local":
+        station.local_mode(*target, step.breaker, True)
+    elif step.fault == "quality":
+        point = str(step.point)
+        if dnp3:
+            kind, _, index = point.partition(":")
+            station.set_quality(address, kind, int(index), *step.flags)
+        else:
+            station.set_quality(int(point.rpartition(":")[2]), *step.flags)
+    elif step.fault == "overflow":
+        station.overflow(address)
+    elif step.fault == "need_time":
+        station.need_time(address)
+
+
 async def _apply(device: Any, step: Step, proxy: Any) -> None:
+    if hasattr(device, "set_quality"):  # a SCADA station
+        await asyncio.to_thread(_apply_scada, device, step)
+        return
     fault: Any = None if step.fault == "none" else step.fault
     if step.fault == "slow":
         fault = ("slow", step.seconds)
@@ -156,7 +235,11 @@ async def run(
     proxies: dict[str, FaultProxy] = {}
     async with contextlib.AsyncExitStack() as stack:
         for entry in scenario.devices:
-            devices[entry.name] = await stack.enter_async_context(_build(entry))
+            built = _build(entry)
+            if hasattr(built, "__aenter__"):
+                devices[entry.name] = await stack.enter_async_context(built)
+            else:  # the SCADA stations run in their own threads
+                devices[entry.name] = stack.enter_context(built)
             if entry.proxy_port is not None and entry.port is not None:
                 proxies[entry.name] = await stack.enter_async_context(
                     FaultProxy(port=entry.proxy_port, target_port=entry.port)

@@ -85,3 +85,46 @@ async def test_every_modbus_fault_ends_as_its_quality() -> None:
         "garbage": "unavailable",
         "restart": GOOD,
     }
+
+
+async def test_scada_faults_from_a_scenario_reach_the_dnp3_master() -> None:
+    """A scenario's DNP3 faults seen by the real driver: COMM_LOST, local mode, a restart."""
+    from edgetwin.core.errors import DeviceRejected
+    from edgetwin.drivers.dnp3 import Dnp3Config, Dnp3Driver
+
+    port = free_port()
+    plan = Scenario.model_validate(
+        {
+            "devices": [{"name": "rtu", "kind": "dnp3", "port": port, "outstations": [10]}],
+            "steps": [
+                {"at": 1, "device": "rtu", "fault": "quality", "point": "ai:0",
+                 "flags": ["comm_lost"]},
+                {"at": 2, "device": "rtu", "fault": "local", "breaker": 1},
+                {"at": 3, "device": "rtu", "fault": "restart"},
+            ],
+        }
+    )  # fmt: skip
+    cfg = Dnp3Config(name="rtu", driver="dnp3", host="127.0.0.1", port=port, outstation=10)
+    points = [PointSpec("ai:0", "ai:0"), PointSpec("bo:1", "bo:1")]
+    seen: dict[str, Any] = {}
+
+    async def probe(step: Step, devices: dict[str, Any]) -> None:
+        drv = Dnp3Driver(cfg, points)
+        await drv.connect()
+        try:
+            if step.fault == "local":
+                with pytest.raises(DeviceRejected) as refused:
+                    await drv.write(points[1], True)
+                seen["local"] = refused.value.answer
+            else:
+                seen[step.fault] = {r.point: r for r in await drv.read(points)}["ai:0"].quality
+            seen[f"{step.fault} restarts"] = drv.stats["restarts"]
+        finally:
+            await drv.close()
+
+    async def no_wait(_: float) -> None:
+        await asyncio.sleep(0)
+
+    await scenario.run(plan, sleep=no_wait, on_step=probe)
+    assert seen["quality"].detail == {"oldData"} and seen["local"] == "LOCAL"
+    assert seen["restart"].is_good and seen["restart restarts"] == 1  # a fresh outstation
