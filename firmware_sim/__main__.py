@@ -11,7 +11,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import threading
 from pathlib import Path
+from typing import Any
 
 
 async def _serve_meters(host: str, port: int, seed: int, count: int) -> None:
@@ -45,6 +47,24 @@ async def _serve_one(kind: str, port: int) -> None:
         await asyncio.Event().wait()
 
 
+def _serve_scada(args: Any) -> None:
+    """A DNP3 or IEC 104 station until Ctrl-C (they run in their own threads)."""
+    if args.device == "dnp3":
+        from edgetwin.firmware_sim.dnp3_outstation import Dnp3Station
+
+        port = None if args.serial else args.port
+        addresses = tuple(args.outstations)
+        station: Any = Dnp3Station(port, serial=args.serial, addresses=addresses,
+                                   analogs=args.analogs)  # fmt: skip
+    else:
+        from edgetwin.firmware_sim.iec104_station import Iec104Station
+
+        station = Iec104Station(args.port)
+    with station:
+        logging.info("%s station on %s", args.device, getattr(args, "serial", None) or args.port)
+        threading.Event().wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edgetwin.firmware_sim", description=__doc__)
     sub = p.add_subparsers(dest="device", required=True)
@@ -65,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--port", type=int, default=4840)
     o.add_argument("--bulk", type=int, default=0, help="extra variables changing every update")
     o.add_argument("--update-s", type=float, default=0.1)
+    d = sub.add_parser("dnp3", help="DNP3 outstations (breakers, feeders, events) on TCP or serial")
+    d.add_argument("--port", type=int, default=20000)
+    d.add_argument("--serial", help="serve on this serial device instead (a socat pty end)")
+    d.add_argument("--outstations", type=int, nargs="+", default=[10], help="link addresses")
+    d.add_argument("--analogs", type=int, default=0, help="extra analogs changing every refresh")
+    i = sub.add_parser("iec104", help="IEC 60870-5-104 controlled station (breakers, feeders)")
+    i.add_argument("--port", type=int, default=2404)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -76,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(scenario.run(scenario.load(args.scenario)))
         elif args.device in ("breaker", "battery"):
             asyncio.run(_serve_one(args.device, args.port))
+        elif args.device in ("dnp3", "iec104"):
+            _serve_scada(args)
         elif args.device == "substation":
             asyncio.run(_serve_substation(args.port, args.bulk, args.update_s))
         else:
