@@ -55,7 +55,8 @@ def _serve_scada(args: Any) -> None:
         port = None if args.serial else args.port
         addresses = tuple(args.outstations)
         station: Any = Dnp3Station(port, serial=args.serial, addresses=addresses,
-                                   analogs=args.analogs)  # fmt: skip
+                                   analogs=args.analogs, refresh_s=args.refresh_s,
+                                   travel_s=args.travel_s, event_buffer=5000)  # fmt: skip
     else:
         from edgetwin.firmware_sim.iec104_station import Iec104Station
 
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--serial", help="serve on this serial device instead (a socat pty end)")
     d.add_argument("--outstations", type=int, nargs="+", default=[10], help="link addresses")
     d.add_argument("--analogs", type=int, default=0, help="extra analogs changing every refresh")
+    d.add_argument("--refresh-s", type=float, default=0.2, help="measurements move this often")
+    d.add_argument("--travel-s", type=float, default=0.3, help="a breaker's travel time")
     i = sub.add_parser("iec104", help="IEC 60870-5-104 controlled station (breakers, feeders)")
     i.add_argument("--port", type=int, default=2404)
     args = p.parse_args(argv)

@@ -65,7 +65,7 @@ from dnp3.core.enums import (
 from dnp3.core.flags import IIN, AnalogQuality, BinaryQuality, CounterQuality
 from dnp3.core.timestamp import DNP3Timestamp
 from dnp3.database.database import Database, DatabaseConfig
-from dnp3.database.event_buffer import EventBufferConfig
+from dnp3.database.event_buffer import AnalogEvent, BinaryEvent, CounterEvent, EventBufferConfig
 from dnp3.database.point import AnalogInputConfig, CounterConfig, EventClass
 from dnp3.datalink.builder import build_ack, build_link_status, build_unconfirmed_user_data
 from dnp3.datalink.parser import FrameParser
@@ -85,6 +85,9 @@ FLAGS = {"online": 0x01, "offline": 0x00, "restart": 0x02, "comm_lost": 0x04, "r
          "local_forced": 0x10, "chatter_filter": 0x20, "over_range": 0x20,
          "reference_err": 0x40}  # fmt: skip
 MAX_FRAGMENT = 2048
+#: an event on the wire with a 2-octet index: g2v2 flags + time, g32v7 flags + float + time,
+#: g22v5 flags + value + time
+EVENT_BYTES = {BinaryEvent: 9, AnalogEvent: 13, CounterEvent: 13}
 
 
 def _ms(ts: float) -> bytes:
@@ -214,13 +217,45 @@ class SimOutstation(Outstation):
         return responses
 
     def generate_unsolicited(self) -> ResponseFragment | None:
-        response = super().generate_unsolicited()
+        """One fragment of the oldest events (an unsolicited response is a single fragment,
+        IEEE 1815-2012 4.6.2); the rest wait for the next one. dnp3py's own puts every event
+        in one fragment, however large."""
         unsolicited = self._state.unsolicited
-        if response is not None or not self.dbi_events or not unsolicited.class_1_enabled:
-            return response
         if unsolicited.pending_confirm:
             return None
-        blocks, keys = self._read_class_events(EventClass.CLASS_1)
+        budget = MAX_FRAGMENT - 64  # headers, IIN, per-block overhead
+        keys: list[Any] = []
+        blocks: list[ObjectBlock] = []
+        if unsolicited.class_1_enabled and self.dbi_events:
+            dbi = []
+            for event in self.dbi_events:
+                if budget < 9:
+                    break
+                budget -= 9
+                dbi.append(event)
+            items = [(i, bytes([f | (st << 6)]) + _ms(ts)) for _, i, st, f, ts in dbi]
+            blocks += _event_blocks(4, 2, items)
+            keys += [("dbi", e[0]) for e in dbi]
+        chosen: dict[type, list[Any]] = {BinaryEvent: [], AnalogEvent: [], CounterEvent: []}
+        enabled = ((EventClass.CLASS_1, unsolicited.class_1_enabled),
+                   (EventClass.CLASS_2, unsolicited.class_2_enabled),
+                   (EventClass.CLASS_3, unsolicited.class_3_enabled))  # fmt: skip
+        for event_class, on in enabled:
+            if not on:
+                continue
+            buffered = self.database.event_buffer.read_class_events_with_serials(event_class)
+            for serial, item in buffered:
+                size = EVENT_BYTES[type(item)]
+                if budget < size:
+                    break
+                budget -= size
+                chosen[type(item)].append(item)
+                keys.append((event_class, serial))
+        blocks += self._build_binary_event_blocks(chosen[BinaryEvent])
+        blocks += self._build_analog_event_blocks(chosen[AnalogEvent])
+        blocks += self._build_counter_event_blocks(chosen[CounterEvent])
+        if not keys:
+            return None
         self._remove_events_by_key(keys)
         seq = self._state.sequences.next_unsolicited_seq()
         unsolicited.pending_confirm, unsolicited.confirm_sequence = True, seq
@@ -467,6 +502,7 @@ class Dnp3Station:
         self._writer: Callable[[bytes], Coroutine[Any, Any, None]] | None = None
         self._close_connection: Callable[[], None] | None = None
         self._sessions: dict[int, _Session] = {}
+        self._confirmed = asyncio.Event()  # an unsolicited response was confirmed
         self.connections = 0
         self.requests = 0
 
@@ -662,6 +698,8 @@ class Dnp3Station:
         self.requests += 1
         if len(data) >= 2 and data[1] == 0:  # CONFIRM
             seq, uns = data[0] & 0x0F, bool(data[0] & 0x10)
+            if uns:
+                self._confirmed.set()
             if not uns and session.waiting_seq == seq and session.pending:
                 session.waiting_seq = None
                 await self._fragment(model, session, session.pending.popleft())
@@ -700,10 +738,19 @@ class Dnp3Station:
                 model.refresh()
 
     async def _unsolicited_loop(self) -> None:
+        """Events go out as soon as there are any and the last response was confirmed."""
         while True:
-            await asyncio.sleep(0.05)
-            if self._writer is None:
-                continue
+            self._confirmed.clear()  # before sending: the CONFIRM may come back at once
+            sent = await self._unsolicited_round()
+            if sent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._confirmed.wait(), 5)
+            else:
+                await asyncio.sleep(0.02)
+
+    async def _unsolicited_round(self) -> bool:
+        sent = False
+        if self._writer is not None:
             for model in self.outstations.values():
                 session = self._sessions.get(model.address)
                 if session is None or session.waiting_seq is not None:
@@ -715,3 +762,5 @@ class Dnp3Station:
                 if response is not None:
                     session.unsolicited_at = time.monotonic()
                     await self._fragment(model, session, response.to_bytes())
+                    sent = True
+        return sent
