@@ -192,6 +192,8 @@ class _Points:
     latest: dict[tuple[str, int], _Report] = field(default_factory=dict)
     events: dict[tuple[str, int], list[_Report]] = field(default_factory=dict)
     wanted: frozenset[tuple[str, int]] = frozenset()
+    #: configured points reported since they were last read
+    dirty: set[tuple[str, int]] = field(default_factory=set)
     lost_events: int = 0
     values: int = 0
 
@@ -203,6 +205,8 @@ class _Points:
             return  # a static value that did not change keeps its time
         report = _Report(value, flags, ts.timestamp() if ts is not None else time.time())
         self.latest[key] = report
+        if key in self.wanted:
+            self.dirty.add(key)
         if kind in EVENT_KINDS and key in self.wanted and (old is None or old.value != value
                                                             or old.flags != flags):  # fmt: skip
             queue = self.events.setdefault(key, [])
@@ -305,13 +309,19 @@ class Dnp3Driver:
     config_model: ClassVar[type[DeviceConfig]] = Dnp3Config
     #: event times say when a value changed: a steady breaker is not old data
     source_timestamps: ClassVar[SourceTimestamps] = "change"
+    #: ``read`` returns what changed since the last read (``drivers.base``)
+    reports_changes: ClassVar[bool] = True
 
     def __init__(
         self, config: Dnp3Config, points: Sequence[PointSpec], shared: dict[str, Any] | None = None
     ) -> None:
         self._config = config
         self._kinds = {p.key: parse_address(p.address) for p in points}
+        self._specs: dict[tuple[str, int], list[PointSpec]] = {}
+        for spec in points:
+            self._specs.setdefault(self._kinds[spec.key], []).append(spec)
         self._points = _Points(wanted=frozenset(self._kinds.values()))
+        self._full_read = True  # the first read after connect returns every point
         self._link = self._shared_link(config, {} if shared is None else shared)
         self._channel: OutstationChannel | None = None
         self._runner: MasterTcpRunner | None = None
@@ -365,6 +375,7 @@ class Dnp3Driver:
     async def connect(self) -> None:
         c = self._config
         self._failure = None
+        self._full_read = True
         self._channel = await self._link.attach(c.outstation)
         config = MasterConfig(address=c.master, outstation_address=c.outstation)
         self._master = _Master(config, _Handler(self._points), self._on_iin)
@@ -551,9 +562,23 @@ class Dnp3Driver:
     # -- read / write -------------------------------------------------------------------------
 
     async def read(self, points: Sequence[PointSpec]) -> list[Reading]:
+        """The points reported since the last read (``reports_changes``): every point at the
+        first read after ``connect``, and a point asked for alone always."""
         self._check_alive()
-        p, now, out = self._points, time.time(), []
-        for spec in points:
+        p = self._points
+        if self._full_read or len(points) == 1:
+            if self._full_read:
+                self._full_read = False
+                p.dirty.clear()
+            else:
+                p.dirty.discard(self._kinds[points[0].key])
+            selected: Sequence[PointSpec] = points
+        else:
+            dirty, p.dirty = p.dirty, set()
+            asked = {spec.key for spec in points}
+            selected = [s for key in dirty for s in self._specs.get(key, ()) if s.key in asked]
+        now, out = time.time(), []
+        for spec in selected:
             key = self._kinds[spec.key]
             queued = p.events.pop(key, None)
             reports = queued or ([p.latest[key]] if key in p.latest else [])

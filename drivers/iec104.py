@@ -1,8 +1,10 @@
 """IEC 60870-5-104 client (controlling station) on c104, the ``edgetwin[iec104]`` extra.
 
 Event-driven: the controlled station reports changes itself (spontaneous transmission, with its
-own CP56Time2a time tags and quality descriptors), and the driver keeps the latest report of every
-information object; ``read`` returns those, so a poll costs no request on the wire.
+own CP56Time2a time tags and quality descriptors). The driver keeps the latest report of every
+information object and, for states (``sp``, ``dp``, ``ep``, ``st``), every change not yet read,
+in order; ``read`` returns what was reported since the last read, so a poll costs no request
+on the wire and steady objects cost nothing.
 
 On connect (``connect``): TCP to ``host`` (or, when that fails or was the one lost, the
 ``redundant_host``), STARTDT, a general interrogation whose answers are waited for, a counter
@@ -96,6 +98,8 @@ COMMAND: dict[str, Any] = {
 }
 ADDRESS = re.compile(r"^(" + "|".join([*MONITOR, *COMMAND]) + r"):(\d{1,8})$")
 MAX_IOA = 16_777_215
+EVENT_KINDS = frozenset({"sp", "dp", "ep", "st"})  # changes of state: each kept, in order
+MAX_EVENTS_PER_POINT = 1000
 NOT_REPORTED = BAD_REFERENCE  # not in the station's general interrogation
 WRONG_TYPE = Quality(Validity.INVALID, frozenset({"badReference"}))
 
@@ -213,6 +217,8 @@ class Iec104Driver:
     config_model: ClassVar[type[DeviceConfig]] = Iec104Config
     #: time tags say when a value changed: a steady breaker is not old data (NT says that)
     source_timestamps: ClassVar[SourceTimestamps] = "change"
+    #: ``read`` returns what changed since the last read (``drivers.base``)
+    reports_changes: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -224,8 +230,15 @@ class Iec104Driver:
             raise ValueError("redundant_port needs redundant_host")
         self._config = config
         self._kinds = {p.key: parse_address(p.address) for p in points}
+        self._specs: dict[int, list[PointSpec]] = {}  # IOA -> the points on it
+        for spec in points:
+            self._specs.setdefault(self._kinds[spec.key][1], []).append(spec)
+        self._wanted = frozenset(self._specs)
         self._lock = threading.Lock()
         self._reports: dict[int, _Report] = {}  # IOA -> latest report
+        self._events: dict[int, list[_Report]] = {}  # IOA -> changes of state not yet read
+        self._dirty: set[int] = set()  # configured IOAs reported since last read
+        self._full_read = True
         self._wrong_type: set[int] = set()
         self._client: Any = None
         self._connection: Any = None
@@ -234,7 +247,7 @@ class Iec104Driver:
         self._dropped = threading.Event()  # set when the connection in use went down
         self._due: dict[str, float] = {}
         self._stats = {"spontaneous": 0, "interrogated": 0, "interrogations": 0,
-                       "commands": 0, "switchovers": 0}  # fmt: skip
+                       "commands": 0, "switchovers": 0, "lost_events": 0}  # fmt: skip
 
     @property
     def stats(self) -> dict[str, int]:
@@ -302,6 +315,8 @@ class Iec104Driver:
         client.on_new_point(callable=self._on_new_point)
         with self._lock:
             self._reports.clear()
+            self._events.clear()
+            self._full_read = True
         client.start()
         self._client, self._connection, self._station = client, connection, station
         try:
@@ -348,8 +363,22 @@ class Iec104Driver:
         if kind is not None:
             ts = source_time(point.recorded_at, time.time(), self._config.time_tags)
             report = _Report(kind, plain(point.value), quality_of(point.quality), ts)
+            ioa = point.io_address
             with self._lock:
-                self._reports[point.io_address] = report
+                old = self._reports.get(ioa)
+                self._reports[ioa] = report
+                if ioa in self._wanted:
+                    self._dirty.add(ioa)
+                    changed = old is None or (old.value, old.quality) != (
+                        report.value,
+                        report.quality,
+                    )
+                    if kind in EVENT_KINDS and changed:
+                        queue = self._events.setdefault(ioa, [])
+                        if len(queue) >= MAX_EVENTS_PER_POINT:
+                            queue.pop(0)
+                            self._stats["lost_events"] += 1
+                        queue.append(report)
             spontaneous = message.cot == c104.Cot.SPONTANEOUS
             self._stats["spontaneous" if spontaneous else "interrogated"] += 1
         return c104.ResponseState.SUCCESS
@@ -368,12 +397,25 @@ class Iec104Driver:
             raise DeviceUnavailable(f"{host}:{port}: connection lost")
         self._periodic()
         with self._lock:
-            reports = dict(self._reports)
+            if self._full_read or len(points) == 1:
+                if self._full_read:
+                    self._full_read = False
+                    self._dirty.clear()
+                else:
+                    self._dirty.discard(self._kinds[points[0].key][1])
+                selected: Sequence[PointSpec] = points
+            else:
+                dirty, self._dirty = self._dirty, set()
+                asked = {spec.key for spec in points}
+                selected = [s for ioa in dirty for s in self._specs.get(ioa, ()) if s.key in asked]
+            latest = {ioa: self._reports[ioa] for ioa in {self._kinds[s.key][1] for s in selected}
+                      if ioa in self._reports}  # fmt: skip
+            events = {ioa: self._events.pop(ioa) for ioa in latest if ioa in self._events}
         now = time.time()
         out = []
-        for p in points:
+        for p in selected:
             kind, ioa = self._kinds[p.key]
-            r = reports.get(ioa)
+            r = latest.get(ioa)
             if r is None:
                 out.append(Reading(p.key, None, NOT_REPORTED, now))
             elif r.kind != kind:
@@ -383,8 +425,9 @@ class Iec104Driver:
                                 self._config.name, ioa, r.kind, kind)  # fmt: skip
                 out.append(Reading(p.key, None, WRONG_TYPE, now))
             else:
-                value = None if r.quality.validity is Validity.INVALID else r.value
-                out.append(Reading(p.key, value, r.quality, r.ts))
+                for e in events.get(ioa) or [r]:
+                    value = None if e.quality.validity is Validity.INVALID else e.value
+                    out.append(Reading(p.key, value, e.quality, e.ts))
         return out
 
     def _periodic(self) -> None:

@@ -74,10 +74,15 @@ class ReportByException:
         self._policies = dict(policies)
         self._default = default or ReportPolicy()
         self._last: dict[str, _Reported] = {}
+        #: field -> (the sample last looked at, when it must be looked at again): a sample that
+        #: is the same object as last time can only become due by time (integrity period, a
+        #: change held back by min_interval_s), so thousands of steady fields cost a lookup each
+        self._looked: dict[str, tuple[Reading, float]] = {}
 
     def add(self, field: str, policy: ReportPolicy) -> None:
         """Give ``field`` its own policy (e.g. a rule output added after construction)."""
         self._policies[field] = policy
+        self._looked.pop(field, None)
 
     def policy(self, field: str) -> ReportPolicy:
         return self._policies.get(field, self._default)
@@ -95,12 +100,30 @@ class ReportByException:
         return _changed(policy, last.value, sample.value)
 
     def select(self, samples: Mapping[str, Reading], now: float) -> list[str]:
-        chosen = [field for field, sample in samples.items() if self.due(field, sample, now)]
-        for field in chosen:
-            sample = samples[field]
-            self._last[field] = _Reported(sample.value, sample.quality, now)
+        chosen = []
+        looked = self._looked
+        for field, sample in samples.items():
+            seen = looked.get(field)
+            if seen is not None and seen[0] is sample and now < seen[1]:
+                continue
+            if self.due(field, sample, now):
+                chosen.append(field)
+                self._last[field] = _Reported(sample.value, sample.quality, now)
+            looked[field] = (sample, self._recheck_at(field, now))
         return chosen
+
+    def _recheck_at(self, field: str, now: float) -> float:
+        """When an unchanged sample of ``field`` may next be due: its integrity period, or the
+        end of ``min_interval_s`` while a change is held back."""
+        last, policy = self._last[field], self.policy(field)
+        at = float("inf")
+        if policy.integrity_period_s is not None:
+            at = last.at + policy.integrity_period_s
+        if now - last.at < policy.min_interval_s:
+            at = min(at, last.at + policy.min_interval_s)
+        return at
 
     def forget(self) -> None:
         """Report everything at the next selection (e.g. after a rebirth request)."""
         self._last.clear()
+        self._looked.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,18 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0
     while not await check():
         assert time.monotonic() < deadline, f"timed out waiting for {check.__name__}"
         await asyncio.sleep(0.02)
+
+
+_IMAGES: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+async def image(driver: Any, points: Any) -> dict[str, Any]:
+    """Read ``driver`` and return the latest reading of every point, as a twin keeps it: an
+    event-driven driver (``reports_changes``) returns only what changed since its last read."""
+    seen = _IMAGES.setdefault(driver, {})
+    for r in await driver.read(points):
+        seen[r.point] = r
+    return dict(seen)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:

@@ -26,7 +26,7 @@ from edgetwin.drivers.dnp3 import (
     quality_bits,
 )
 from edgetwin.firmware_sim.dnp3_outstation import Dnp3Station
-from tests.helpers import eventually, until
+from tests.helpers import eventually, image, until
 
 POINTS = [PointSpec(k, k) for k in ("dbi:0", "dbi:1", "bi:0", "bo:0", "bo:1", "ai:0", "ai:1",
                                     "ai:2", "c:0", "ao:0", "ai:6", "ai:99")]  # fmt: skip
@@ -37,10 +37,6 @@ def config(port: int | None = None, **kw: Any) -> Dnp3Config:
     where: dict[str, Any] = {"host": "127.0.0.1", "port": port} if port else {}
     return Dnp3Config(name=f"rtu{kw.get('outstation', OUTSTATION)}", driver="dnp3",
                       **{"outstation": OUTSTATION, "timeout_s": 3.0, **where, **kw})  # fmt: skip
-
-
-def by_key(readings: list[Any]) -> dict[str, Any]:
-    return {r.point: r for r in readings}
 
 
 @contextlib.asynccontextmanager
@@ -117,7 +113,7 @@ async def test_start_up_integrity_restart_time_and_values() -> None:
     with Dnp3Station(port) as station:
         assert station.iin(OUTSTATION) & 0x90 == 0x90  # DEVICE_RESTART and NEED_TIME at power-up
         async with connected(Dnp3Driver(config(port), POINTS)) as driver:
-            r = by_key(await driver.read(POINTS))
+            r = await image(driver, POINTS)
             assert r["dbi:0"].value == 2 and r["dbi:1"].value == 2  # closed
             assert r["bo:0"].value is True and r["bi:0"].value is False
             assert 100 < r["ai:0"].value < 400 and 10_000 < r["ai:1"].value < 12_000
@@ -131,20 +127,32 @@ async def test_start_up_integrity_restart_time_and_values() -> None:
             assert stats["time_syncs"] == 1
 
 
+async def test_a_read_returns_what_changed_and_a_point_asked_alone_always() -> None:
+    port = free_port()
+    with Dnp3Station(port, refresh_s=0.1):
+        driver = Dnp3Driver(config(port, event_poll_interval_s=0), POINTS)
+        async with connected(driver):
+            assert {r.point for r in await driver.read(POINTS)} == {p.key for p in POINTS}
+            await until(lambda: driver.stats["unsolicited"] >= 2, 20, "events")
+            changed = {r.point for r in await driver.read(POINTS)}
+            assert "ai:1" in changed and "dbi:0" not in changed  # the breaker stood still
+            assert [r.point for r in await driver.read([POINTS[0]])] == ["dbi:0"]
+
+
 async def test_unsolicited_events_arrive_with_their_own_times() -> None:
     port = free_port()
     with Dnp3Station(port, refresh_s=0.1) as station:
         driver = Dnp3Driver(config(port, event_poll_interval_s=0), POINTS)
         async with connected(driver):
-            first = by_key(await driver.read(POINTS))["ai:0"]
+            first = (await image(driver, POINTS))["ai:0"]
 
             async def moved() -> bool:
-                r = by_key(await driver.read(POINTS))["ai:0"]
+                r = (await image(driver, POINTS))["ai:0"]
                 return driver.stats["unsolicited"] >= 3 and r.value != first.value
 
             await eventually(moved)
             now = time.time()
-            r = by_key(await driver.read(POINTS))["ai:0"]
+            r = (await image(driver, POINTS))["ai:0"]
             assert r.quality.is_good and now - 10 < r.ts <= now + 1 and r.ts != first.ts
             assert driver.stats["event_polls"] == 0  # unsolicited only
             assert station.requests > 0
@@ -196,7 +204,7 @@ async def test_direct_operate_latch_and_analog_setpoint() -> None:
             assert model.commands == [("crob", 1, False), ("ao", 0, 42)]
 
             async def echoed() -> bool:  # the set-point is echoed to ai:6 (3 x 2 feeders)
-                return by_key(await driver.read(POINTS))["ai:6"].value == 42
+                return (await image(driver, POINTS))["ai:6"].value == 42
 
             await eventually(echoed)
 
@@ -210,13 +218,13 @@ async def test_point_flags_from_the_outstation_become_quality() -> None:
             station.set_quality(OUTSTATION, "dbi", 1, "local_forced")
 
             async def flagged() -> bool:
-                r = by_key(await driver.read(POINTS))
+                r = await image(driver, POINTS)
                 return (r["ai:0"].quality.detail == {"oldData"}
                         and r["ai:1"].quality.detail == {"overflow"}
                         and r["dbi:1"].quality.operator_blocked)  # fmt: skip
 
             await eventually(flagged)
-            r = by_key(await driver.read(POINTS))
+            r = await image(driver, POINTS)
             assert r["ai:0"].value is None and r["ai:0"].quality.validity.value == "invalid"
             assert (
                 r["ai:1"].value is not None and r["ai:1"].quality.validity.value == "questionable"
@@ -243,7 +251,7 @@ async def test_restart_is_detected_and_answered_with_integrity() -> None:
             await eventually(lost)
             await driver.close()
             await driver.connect()  # as the runtime does after its backoff
-            r = by_key(await driver.read(POINTS))
+            r = await image(driver, POINTS)
             assert r["dbi:0"].value == 2  # the fresh integrity poll, not the cached open
             assert driver.stats["restarts"] == 2  # at power-up, and this one
             assert station.iin(OUTSTATION) & 0x80 == 0
@@ -261,7 +269,7 @@ async def test_event_buffer_overflow_triggers_an_integrity_poll() -> None:
             await until(lambda: driver.stats["overflows"] >= 1, 20, "overflow seen")
             await until(lambda: driver.stats["integrity_polls"] > polls, 20, "integrity poll")
             await until(lambda: station.iin(OUTSTATION) & 0x0800 == 0, 20, "IIN2.3 cleared")
-            r = by_key(await driver.read(POINTS))
+            r = await image(driver, POINTS)
             assert r["dbi:0"].value == 2
 
 
@@ -283,7 +291,7 @@ async def test_a_dropped_link_and_slow_answers_are_unavailable_then_recover() ->
             await eventually(lost)
             await driver.close()
             await driver.connect()
-            assert by_key(await driver.read(POINTS))["dbi:0"].value == 2
+            assert (await image(driver, POINTS))["dbi:0"].value == 2
             station.slow_s = 2.0  # later than timeout_s
             with pytest.raises(DeviceUnavailable):
                 await driver.write(PointSpec("bo:0", "bo:0"), False)
@@ -307,7 +315,7 @@ async def test_two_outstations_share_one_serial_line(serial_pair: tuple[str, str
             assert station.outstations[10].commands == []
 
             async def both() -> bool:
-                a, b = by_key(await first.read(POINTS)), by_key(await second.read(POINTS))
+                a, b = await image(first, POINTS), await image(second, POINTS)
                 return a["dbi:1"].value == 2 and b["dbi:1"].value == 1
 
             await eventually(both)

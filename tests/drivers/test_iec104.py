@@ -15,7 +15,7 @@ from edgetwin.core.models import Validity
 from edgetwin.core.points import PointSpec
 from edgetwin.drivers.iec104 import Iec104Config, Iec104Driver, quality_bits
 from edgetwin.firmware_sim.iec104_station import Iec104Station
-from tests.helpers import eventually, until
+from tests.helpers import eventually, image, until
 
 POINTS = [PointSpec("pos", "dp:100"), PointSpec("amps", "float:300"), PointSpec("kv", "sva:320"),
           PointSpec("pf", "nva:340"), PointSpec("kwh", "it:400"), PointSpec("local", "sp:200"),
@@ -65,7 +65,7 @@ async def test_interrogation_spontaneous_quality_and_commands() -> None:
         driver = Iec104Driver(config(port), POINTS)
         await driver.connect()  # STARTDT, general interrogation waited for, counters, clock
         try:
-            got = {r.point: r for r in await driver.read(POINTS)}
+            got = await image(driver, POINTS)
             assert got["pos"].value == 2 and got["local"].value is False  # closed, remote
             assert got["amps"].value == pytest.approx(200.0) and got["kv"].value == 1150
             assert got["pf"].value == pytest.approx(0.95, abs=1e-3)
@@ -79,7 +79,7 @@ async def test_interrogation_spontaneous_quality_and_commands() -> None:
             station.set_quality(300, "Invalid")
 
             async def amps_invalid() -> bool:
-                (r,) = [r for r in await driver.read(POINTS) if r.point == "amps"]
+                r = (await image(driver, POINTS))["amps"]
                 return r.quality.validity is Validity.INVALID and r.value is None
 
             await eventually(amps_invalid)
@@ -89,7 +89,7 @@ async def test_interrogation_spontaneous_quality_and_commands() -> None:
             positions: list[object] = []
 
             async def opened() -> bool:
-                (r,) = [r for r in await driver.read(POINTS) if r.point == "pos"]
+                r = (await image(driver, POINTS))["pos"]
                 positions.append(r.value)
                 return r.value == 1
 
