@@ -192,6 +192,7 @@ class PointMapTwin:
         self._filter = ReportByException(policies)
         self.topics = {p.name: p.topic(spec.topic_prefix, spec.mrid) for p in self.profiles}
         self._samples: dict[str, Reading] = {}
+        self._published: dict[str, Reading] = {}  # the samples of published (non-@) fields
         self._available = True
         self._last_update: float | None = None
         self._quality = QualityRules(spec.quality, {e.field: e.range for e in spec.points})
@@ -238,7 +239,10 @@ class PointMapTwin:
             quality = reading.quality
             value = bp.entry.transform(reading.value) if quality.is_good else None
             quality = self._quality.check(bp.field, value, quality, reading.ts)
-            self._samples[bp.field] = Reading(bp.field, value, quality, reading.ts)
+            sample = Reading(bp.field, value, quality, reading.ts)
+            self._samples[bp.field] = sample
+            if not bp.field.startswith(INPUT):
+                self._published[bp.field] = sample
             self._last_update = reading.ts
             self._changed = True
 
@@ -252,7 +256,7 @@ class PointMapTwin:
         return {}
 
     def report(self, now: float) -> list[Outgoing]:
-        samples = {f: r for f, r in self._samples.items() if not f.startswith(INPUT)}
+        samples = dict(self._published)
         derived = self.derive(self._samples)
         samples.update(derived)
         events: list[Outgoing] = []
