@@ -39,6 +39,41 @@ async def image(driver: Any, points: Any) -> dict[str, Any]:
     return dict(seen)
 
 
+async def reconnected_after_loss(driver: Any, points: Any) -> None:
+    """Wait until ``driver`` reports its device lost (``DeviceUnavailable`` from a read), then
+    close and connect it again, as the runtime does after its backoff."""
+    from edgetwin.core.errors import DeviceUnavailable
+
+    async def lost() -> bool:
+        try:
+            await driver.read(points)
+        except DeviceUnavailable:
+            return True
+        return False
+
+    await eventually(lost)
+    await driver.close()
+    await driver.connect()
+
+
+async def signed_command(
+    url: str, trust_dir: Path, key: Any, *, kind: str, mrid: str, action: str, timeout: float = 20
+) -> dict[str, Any] | None:
+    """Sign a command as central key ``scada-1``, publish it, and wait for its verified result
+    event (in a thread: paho's client blocks)."""
+    from edgetwin.central.command import ResultWaiter, build_command, publish
+    from edgetwin.wire.keys import load_trust_dir
+
+    topic, envelope, cmd = build_command(key, "scada-1", kind=kind, mrid=mrid, action=action)
+
+    def roundtrip() -> dict[str, Any] | None:
+        with ResultWaiter(url, load_trust_dir(trust_dir), kind=kind, mrid=mrid) as waiter:
+            publish(url, topic, envelope)
+            return waiter.wait(cmd, timeout)
+
+    return await asyncio.to_thread(roundtrip)
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not condition():

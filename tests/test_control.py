@@ -19,7 +19,7 @@ from edgetwin.agent.tools.commission import commission
 from edgetwin.central.command import ResultWaiter, build_command, publish
 from edgetwin.firmware_sim.breaker import BreakerSimulator
 from edgetwin.wire.keys import load_trust_dir
-from tests.helpers import opcua_breaker, until, write_config
+from tests.helpers import opcua_breaker, signed_command, until, write_config
 from tests.test_end_to_end import running, subscribed
 
 BREAKER = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
@@ -250,17 +250,8 @@ trust_file = "{central["trust"]}"
         assert (await commission(load_config(cfg), BREAKER)).ok
         async with running(cfg) as agent:
             await until(lambda: agent._listener is not None and agent._listener.subscribed.is_set())
-            topic, envelope, cmd = build_command(
-                central["scada"], "scada-1", kind="breaker", mrid=BREAKER, action="open"
-            )
-
-            def roundtrip() -> dict[str, Any] | None:
-                trust = load_trust_dir(keys["trust"])
-                with ResultWaiter(mosquitto.url, trust, kind="breaker", mrid=BREAKER) as waiter:
-                    publish(mosquitto.url, topic, envelope)
-                    return waiter.wait(cmd, 10)
-
-            result = await asyncio.to_thread(roundtrip)
+            result = await signed_command(mosquitto.url, keys["trust"], central["scada"],
+                                          kind="breaker", mrid=BREAKER, action="open")  # fmt: skip
         assert result is not None
         assert (result["result"], result["readback"]) == ("executed", {"Pos": False})
         assert await sub.read("Breaker1.Position") is False

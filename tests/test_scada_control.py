@@ -6,7 +6,6 @@ in the result."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,13 +16,11 @@ import pytest
 from edgetwin.agent.runtime.config import load_config
 from edgetwin.agent.tools.broker import Mosquitto, free_port
 from edgetwin.agent.tools.commission import commission
-from edgetwin.central.command import ResultWaiter, build_command, publish
 from edgetwin.firmware_sim.breaker import BreakerSimulator
 from edgetwin.firmware_sim.dnp3_outstation import Dnp3Station
 from edgetwin.firmware_sim.iec104_station import Iec104Station
 from edgetwin.firmware_sim.opcua_substation import SubstationSimulator
-from edgetwin.wire.keys import load_trust_dir
-from tests.helpers import until, write_config
+from tests.helpers import signed_command, until, write_config
 from tests.test_end_to_end import running, subscribed
 
 BREAKER = "5b0e2b8a-8d6f-4c55-9d4e-3f1f0c2a7e11"
@@ -148,16 +145,11 @@ operate_timeout_s = 10
                             and agent._listener.subscribed.is_set(), 30)  # fmt: skip
                 await until(lambda: "closed" in positions(got.on(STATUS)), 30, "closed published")
 
-                def roundtrip(action: str) -> dict[str, Any] | None:
-                    topic, envelope, cmd = build_command(
-                        central["scada"], "scada-1", kind="breaker", mrid=BREAKER, action=action
-                    )
-                    trust = load_trust_dir(keys["trust"])
-                    with ResultWaiter(mosquitto.url, trust, kind="breaker", mrid=BREAKER) as w:
-                        publish(mosquitto.url, topic, envelope)
-                        return w.wait(cmd, 20)
+                def command(action: str) -> Any:
+                    return signed_command(mosquitto.url, keys["trust"], central["scada"],
+                                          kind="breaker", mrid=BREAKER, action=action)  # fmt: skip
 
-                result = await asyncio.to_thread(roundtrip, "open")
+                result = await command("open")
                 assert result is not None
                 assert (result["result"], result["readback"]) == ("executed", {"DPos": 1})
                 await until(lambda: positions(got.on(STATUS))[-1:] == ["open"], 30, "open")
@@ -169,7 +161,7 @@ operate_timeout_s = 10
                 if protocol not in ANSWER:
                     return
                 sim.local_mode(10, 0) if protocol == "dnp3" else sim.local_mode(0)
-                refused = await asyncio.to_thread(roundtrip, "close")
+                refused = await command("close")
                 assert refused is not None
                 assert refused["result"] == "failed"
                 assert refused["reason"] == "refused_by_device"

@@ -26,7 +26,7 @@ from edgetwin.drivers.dnp3 import (
     quality_bits,
 )
 from edgetwin.firmware_sim.dnp3_outstation import Dnp3Station
-from tests.helpers import eventually, image, until
+from tests.helpers import eventually, image, reconnected_after_loss, until
 
 POINTS = [PointSpec(k, k) for k in ("dbi:0", "dbi:1", "bi:0", "bo:0", "bo:1", "ai:0", "ai:1",
                                     "ai:2", "c:0", "ao:0", "ai:6", "ai:99")]  # fmt: skip
@@ -241,16 +241,7 @@ async def test_restart_is_detected_and_answered_with_integrity() -> None:
             await driver.write(PointSpec("bo:0", "bo:0"), False)
             station.restart(OUTSTATION)  # back closed, link dropped
 
-            async def lost() -> bool:
-                try:
-                    await driver.read(POINTS)
-                except DeviceUnavailable:
-                    return True
-                return False
-
-            await eventually(lost)
-            await driver.close()
-            await driver.connect()  # as the runtime does after its backoff
+            await reconnected_after_loss(driver, POINTS)
             r = await image(driver, POINTS)
             assert r["dbi:0"].value == 2  # the fresh integrity poll, not the cached open
             assert driver.stats["restarts"] == 2  # at power-up, and this one
@@ -281,16 +272,7 @@ async def test_a_dropped_link_and_slow_answers_are_unavailable_then_recover() ->
         try:
             station.drop()
 
-            async def lost() -> bool:
-                try:
-                    await driver.read(POINTS)
-                except DeviceUnavailable:
-                    return True
-                return False
-
-            await eventually(lost)
-            await driver.close()
-            await driver.connect()
+            await reconnected_after_loss(driver, POINTS)
             assert (await image(driver, POINTS))["dbi:0"].value == 2
             station.slow_s = 2.0  # later than timeout_s
             with pytest.raises(DeviceUnavailable):

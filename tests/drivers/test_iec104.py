@@ -10,12 +10,12 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edgetwin.agent.tools.broker import free_port
-from edgetwin.core.errors import DeviceRejected, DeviceUnavailable
+from edgetwin.core.errors import DeviceRejected
 from edgetwin.core.models import Validity
 from edgetwin.core.points import PointSpec
 from edgetwin.drivers.iec104 import Iec104Config, Iec104Driver, quality_bits
 from edgetwin.firmware_sim.iec104_station import Iec104Station
-from tests.helpers import eventually, image, until
+from tests.helpers import eventually, image, reconnected_after_loss, until
 
 POINTS = [PointSpec("pos", "dp:100"), PointSpec("amps", "float:300"), PointSpec("kv", "sva:320"),
           PointSpec("pf", "nva:340"), PointSpec("kwh", "it:400"), PointSpec("local", "sp:200"),
@@ -112,16 +112,7 @@ async def test_a_station_restart_is_a_lost_connection_then_a_fresh_interrogation
         await driver.connect()
         station.restart()
 
-        async def lost() -> bool:
-            try:
-                await driver.read(POINTS)
-            except DeviceUnavailable:
-                return True
-            return False
-
-        await eventually(lost)
-        await driver.close()
-        await driver.connect()  # as the runtime does after its backoff
+        await reconnected_after_loss(driver, POINTS)
         assert driver.stats["interrogations"] == 2
         assert {r.point: r.value for r in await driver.read(POINTS)}["pos"] == 2
         await driver.close()
