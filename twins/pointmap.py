@@ -59,6 +59,9 @@ class PointEntry(ReportingSettings):
     shift: int = Field(0, ge=0, le=63)
     scale: float = 1.0
     offset: float = 0.0
+    #: a state coded in an integer register: the raw values meaning (false, true), e.g. a
+    #: command register where 1 = open, 2 = close is ``states = [1, 2]``
+    states: tuple[int, int] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> PointEntry:
@@ -70,12 +73,17 @@ class PointEntry(ReportingSettings):
             raise ValueError("deadband_pct needs a range [low, high]")
         if (self.mask is not None or self.shift) and self.dtype.startswith("float"):
             raise ValueError("mask and shift apply to integer types only")
+        if self.states is not None and (self.dtype in ("bool", "float32", "float64")
+                                        or self.states[0] == self.states[1]):  # fmt: skip
+            raise ValueError("states needs an integer type and two different raw values")
         return self
 
     def transform(self, raw: Value) -> Value:
-        """Apply mask -> shift -> scale -> offset to a raw decoded value."""
+        """Apply mask -> shift -> scale -> offset to a raw decoded value (or ``states``)."""
         if raw is None or isinstance(raw, bool):
             return raw
+        if self.states is not None:
+            return {self.states[0]: False, self.states[1]: True}.get(int(raw), raw)
         value: float | int = raw
         if self.mask is not None or self.shift:
             as_int = int(value)
@@ -92,6 +100,8 @@ class PointEntry(ReportingSettings):
         (true / false) written to an integer register is 1 / 0 (a command register)."""
         if value is None or (isinstance(value, bool) and self.dtype == "bool"):
             return value
+        if isinstance(value, bool) and self.states is not None:
+            return self.states[int(value)]
         if isinstance(value, bool):
             if self.dtype.startswith("float"):
                 raise ValueError(f"{self.field}: true / false cannot be written to a float")

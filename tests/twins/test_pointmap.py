@@ -41,6 +41,8 @@ def test_transform(settings: dict[str, object], raw: object, expected: object) -
         ({"deadband_pct": 1}, "deadband_pct needs a range"),
         ({"kind": "gauge"}, "String should match pattern"),
         ({"order": "ACBD"}, "Input should be 'ABCD'"),
+        ({"dtype": "float32", "states": [1, 2]}, "states needs an integer type"),
+        ({"dtype": "uint16", "states": [1, 1]}, "two different raw values"),
     ],
 )
 def test_invalid_entries(settings: dict[str, object], message: str) -> None:
@@ -55,3 +57,12 @@ def test_a_reference_too_long_for_a_file_name_is_a_path_not_an_os_error(tmp_path
 
     assert resolve_path("x" * 5000, tmp_path) == tmp_path / ("x" * 5000)
     assert resolve_path("sim_meter", tmp_path) == BUILTIN_DIR / "sim_meter.toml"
+
+
+def test_a_state_coded_in_a_register_reads_and_writes_its_raw_codes() -> None:
+    """A command register where 1 = open (false) and 2 = close (true); other codes stay raw."""
+    e = entry(dtype="uint16", kind="state", states=[1, 2])
+    assert (e.transform(1), e.transform(2), e.transform(0)) == (False, True, 0)
+    assert (e.untransform(False), e.untransform(True)) == (1, 2)
+    plain = entry(dtype="uint16", kind="state")  # without states: true / false are 1 / 0
+    assert (plain.untransform(False), plain.untransform(True)) == (0, 1)
