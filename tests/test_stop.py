@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.agent.tools.broker import Mosquitto, free_port, free_port_block
 from tests.helpers import wait_until
 
 METERS = 10
@@ -25,9 +25,7 @@ METERS = 10
 
 @pytest.fixture(scope="module")
 def meters() -> Iterator[int]:
-    port = free_port()
-    while any(free_port() == port + i for i in range(METERS)):  # rarely: pick again
-        port = free_port()
+    port = free_port_block(METERS)  # ten consecutive ports, all free
     sim = subprocess.Popen(
         [sys.executable, "-m", "edgetwin.firmware_sim", "meter", "--port", str(port), "--count",
          str(METERS)],
