@@ -177,6 +177,12 @@ class Iec6205621Driver:
             raise DeviceUnavailable(f"{c.serial_port}: block check character mismatch")
         return parse_data_block(block[start + 1 : -1].decode("ascii", "replace"))
 
+    async def readout(self) -> dict[str, tuple[str, str]]:
+        """Every data set of one readout, ``{code: (value, unit)}`` (for discovery)."""
+        if self._line is None:
+            raise DeviceUnavailable("not connected")
+        return await asyncio.to_thread(self._readout)
+
     async def write(self, point: PointSpec, value: Value) -> None:
         from edgetwin.core.errors import DeviceRejected
 

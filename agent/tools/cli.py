@@ -349,6 +349,27 @@ def cmd_discover_opcua(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_discover_readout(args: argparse.Namespace) -> int:
+    """``discover iec62056-21 SERIAL_PORT``: one readout, its data sets and a config section."""
+    from edgetwin.agent.tools.discover_scada import readout_section
+    from edgetwin.drivers.iec62056_21 import Iec6205621Config, Iec6205621Driver
+
+    config = Iec6205621Config(name="discover", driver="iec62056_21", serial_port=args.port,
+                              address=args.address, timeout_s=args.timeout)  # fmt: skip
+    driver = Iec6205621Driver(config, [])
+
+    async def go() -> dict[str, tuple[str, str]]:
+        await driver.connect()
+        try:
+            return await driver.readout()
+        finally:
+            await driver.close()
+
+    data = asyncio.run(go())
+    print(readout_section(args.port, driver.identification, data), end="")
+    return 0
+
+
 def cmd_discover_scada(args: argparse.Namespace) -> int:
     """``discover dnp3`` / ``discover iec104``: interrogate, print the points and a section."""
     from edgetwin.agent.tools.discover_scada import interrogate, scada_section
@@ -513,6 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--ca", type=int, default=1, help="common address (default 1)")
     i.add_argument("--timeout", type=float, default=10.0, help="connection timeout, seconds")
     i.set_defaults(func=cmd_discover_scada)
+    r = disc.add_parser("iec62056-21", help="one IEC 62056-21 mode C readout of a meter")
+    r.add_argument("port", help="the serial device (optical probe or RS-485 adapter)")
+    r.add_argument("--address", default="", help="the meter's device address (default: any)")
+    r.add_argument("--timeout", type=float, default=5.0)
+    r.set_defaults(func=cmd_discover_readout)
 
     s = sub.add_parser("command", help="central side: sign and send a control command")
     s.add_argument("--broker", default="mqtt://127.0.0.1:1883")

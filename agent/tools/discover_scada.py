@@ -1,4 +1,4 @@
-"""``edgetwin discover dnp3`` and ``discover iec104``: interrogate an RTU and print what it has.
+"""``edgetwin discover dnp3`` / ``iec104`` / ``iec62056-21``: ask a device what it has, print it.
 
 Both connect as the agent's driver would (DNP3: start-up and an integrity poll; IEC 104: STARTDT
 and a general and counter interrogation), take every point the device reported and print it --
@@ -6,11 +6,13 @@ type, index or IOA, value, quality -- as TOML comments, followed by a ready conf
 device, a breaker twin for every double point (DNP3 ``dbi:N`` with the CROB on ``bo:N`` when the
 outstation has that output; IEC 104 ``dp:IOA``, whose double command's IOA the station does not
 announce, so it is left for the engineer to fill in), and one generic twin holding the feeder
-measurements and counters. Nothing is written anywhere; only the given address is contacted.
+measurements and counters. ``iec62056-21`` prints one readout's data sets and a generic twin of
+its numeric registers. Nothing is written anywhere; only the given address is contacted.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -86,3 +88,33 @@ def scada_section(protocol: str, device: dict[str, Any], found: Sequence[Found])
                        f'dtype = "{dtype}"{nature} }},')  # fmt: skip
         out.append("]")
     return "\n".join(out) + "\n"
+
+
+def readout_section(port: str, ident: str, data: dict[str, tuple[str, str]]) -> str:
+    """``discover iec62056-21``: the readout's data sets, and a device with a generic twin of
+    every numeric register (field names from the OBIS codes)."""
+    out = [f"# meter {ident}: {len(data)} data sets", f"# {'OBIS':<14} {'value':>16}  unit"]
+    out += [f"# {code:<14} {value:>16}  {unit}" for code, (value, unit) in data.items()]
+    name = "meter-" + re.sub(r"[^A-Za-z0-9]+", "-", port.rsplit("/", 1)[-1]).strip("-")
+    out += ["", "[[devices]]", f"name = {toml_value(name)}", 'driver = "iec62056_21"',
+            f"serial_port = {toml_value(port)}", "poll_interval_s = 60.0", "",
+            "[[twins]]", f'mrid = "{uuid.uuid4()}"', 'kind = "generic"',
+            f"name = {toml_value(f'{ident} registers')}", f"device = {toml_value(name)}",
+            "points = ["]  # fmt: skip
+    for code, (value, unit) in data.items():
+        if _is_number(value):
+            field = "obis_" + re.sub(r"[^0-9]+", "_", code).strip("_")
+            units = f", units = {toml_value(unit)}" if unit else ""
+            counter = ', kind = "counter"' if unit.lower().endswith("wh") else ""
+            entry = f"field = {toml_value(field)}, address = {toml_value(code)}{units}{counter}"
+            out.append(f"    {{ {entry} }},")
+    out.append("]")
+    return "\n".join(out) + "\n"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -5,10 +5,15 @@ that does not answer; hostile data blocks parse or are ignored, never crash."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edgetwin.agent.runtime.config import load_config
 from edgetwin.core.errors import DeviceUnavailable
 from edgetwin.core.points import PointSpec
 from edgetwin.drivers.iec62056_21 import (
@@ -19,6 +24,7 @@ from edgetwin.drivers.iec62056_21 import (
     parse_data_block,
 )
 from edgetwin.firmware_sim.iec62056_21_meter import Iec6205621Meter
+from edgetwin.wire.keys import generate
 
 POINTS = [PointSpec("kwh", "1.8.0"), PointSpec("volts", "1-0:32.7.0"), PointSpec("amps", "31.7.0"),
           PointSpec("missing", "3.8.0"), PointSpec("clock", "0.9.1")]  # fmt: skip
@@ -82,3 +88,26 @@ def test_any_data_block_parses_without_crashing(text: str) -> None:
     for code, (value, unit) in parse_data_block(text).items():
         assert "(" not in code and ")" not in value and len(value) <= 128
         assert len(code) <= 32 and ")" not in unit
+
+
+async def test_discovery_prints_the_readout_and_a_section_that_loads(
+    serial_pair: tuple[str, str], tmp_path: Path
+) -> None:
+    device_end, agent_end = serial_pair
+    with Iec6205621Meter(device_end):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edgetwin.agent", "discover", "iec62056-21", agent_end,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    section = out.decode()
+    assert "# meter EDG5ETWIN21: 6 data sets" in section and "0.9.1" in section
+    assert 'address = "1.8.0", units = "kWh", kind = "counter"' in section
+    assert 'address = "0.9.1"' not in section  # a time is listed, not made a point
+    cfg = tmp_path / "c.toml"
+    key, _ = generate(tmp_path / "k" / "a.key")
+    cfg.write_text(f'agent_id = "a"\ndata_dir = "{tmp_path}/d"\n[signing]\nkey_file = "{key}"\n'
+                   f'key_id = "a"\n' + section)  # fmt: skip
+    twins = load_config(cfg).twins
+    assert [len(t.bound_points()) for t in twins] == [5]
