@@ -335,6 +335,7 @@ class Dnp3Driver:
         self._wake = asyncio.Event()
         self._needs: set[str] = set()
         self._syncing = False  # a time synchronisation is under way (its answers say NEED_TIME)
+        self._closing = False
         self._due: dict[str, float] = {}
         self._stats = {"requests": 0, "integrity_polls": 0, "event_polls": 0, "unsolicited": 0,
                        "time_syncs": 0, "restarts": 0, "overflows": 0, "commands": 0}  # fmt: skip
@@ -376,6 +377,7 @@ class Dnp3Driver:
         c = self._config
         self._failure = None
         self._full_read = True
+        self._closing = False
         self._channel = await self._link.attach(c.outstation)
         config = MasterConfig(address=c.master, outstation_address=c.outstation)
         self._master = _Master(config, _Handler(self._points), self._on_iin)
@@ -404,10 +406,15 @@ class Dnp3Driver:
 
     async def close(self) -> None:
         session, self._session = self._session, None
+        self._closing = True  # the session ends at its next turn even if a cancel is lost
         if session is not None:
-            session.cancel()
+            # Python 3.11's wait_for (inside dnp3py) can swallow a cancellation that races
+            # its inner read finishing: cancel again until the session has ended
+            while not session.done():
+                session.cancel()
+                await asyncio.wait({session}, timeout=1.0)
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await session
+                session.result()
         while not self._jobs.empty():
             _, future = self._jobs.get_nowait()
             if not future.done():
@@ -500,7 +507,7 @@ class Dnp3Driver:
         assert self._runner is not None and self._channel is not None
         runner, channel = self._runner, self._channel
         try:
-            while True:
+            while not self._closing:
                 wait = self._periodic()
                 if not self._jobs.empty():
                     job, future = self._jobs.get_nowait()
