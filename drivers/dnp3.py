@@ -88,6 +88,7 @@ from edgetwin.core.errors import DeviceRejected, DeviceUnavailable
 from edgetwin.core.models import BAD_REFERENCE, GOOD, Quality, Reading, Validity, Value
 from edgetwin.core.points import PointSpec
 from edgetwin.drivers.base import DeviceConfig, Host, SourceTimestamps
+from edgetwin.drivers.changes import Changes
 from edgetwin.drivers.dnp3_link import (
     Dnp3Link,
     OutstationChannel,
@@ -189,11 +190,9 @@ class _Report:
 class _Points:
     """What the outstation reported: the latest per point, and the events not yet read."""
 
+    changes: Changes
     latest: dict[tuple[str, int], _Report] = field(default_factory=dict)
     events: dict[tuple[str, int], list[_Report]] = field(default_factory=dict)
-    wanted: frozenset[tuple[str, int]] = frozenset()
-    #: configured points reported since they were last read
-    dirty: set[tuple[str, int]] = field(default_factory=set)
     lost_events: int = 0
     values: int = 0
 
@@ -205,10 +204,9 @@ class _Points:
             return  # a static value that did not change keeps its time
         report = _Report(value, flags, ts.timestamp() if ts is not None else time.time())
         self.latest[key] = report
-        if key in self.wanted:
-            self.dirty.add(key)
-        if kind in EVENT_KINDS and key in self.wanted and (old is None or old.value != value
-                                                            or old.flags != flags):  # fmt: skip
+        self.changes.mark(key)
+        changed = old is None or old.value != value or old.flags != flags
+        if kind in EVENT_KINDS and changed and key in self.changes.addresses:
             queue = self.events.setdefault(key, [])
             if len(queue) >= MAX_EVENTS_PER_POINT:
                 queue.pop(0)
@@ -317,11 +315,8 @@ class Dnp3Driver:
     ) -> None:
         self._config = config
         self._kinds = {p.key: parse_address(p.address) for p in points}
-        self._specs: dict[tuple[str, int], list[PointSpec]] = {}
-        for spec in points:
-            self._specs.setdefault(self._kinds[spec.key], []).append(spec)
-        self._points = _Points(wanted=frozenset(self._kinds.values()))
-        self._full_read = True  # the first read after connect returns every point
+        self._changes = Changes(points, lambda spec: self._kinds[spec.key])
+        self._points = _Points(self._changes)
         self._link = self._shared_link(config, {} if shared is None else shared)
         self._channel: OutstationChannel | None = None
         self._runner: MasterTcpRunner | None = None
@@ -376,7 +371,7 @@ class Dnp3Driver:
     async def connect(self) -> None:
         c = self._config
         self._failure = None
-        self._full_read = True
+        self._changes.reset()
         self._closing = False
         self._channel = await self._link.attach(c.outstation)
         config = MasterConfig(address=c.master, outstation_address=c.outstation)
@@ -573,17 +568,7 @@ class Dnp3Driver:
         first read after ``connect``, and a point asked for alone always."""
         self._check_alive()
         p = self._points
-        if self._full_read or len(points) == 1:
-            if self._full_read:
-                self._full_read = False
-                p.dirty.clear()
-            else:
-                p.dirty.discard(self._kinds[points[0].key])
-            selected: Sequence[PointSpec] = points
-        else:
-            dirty, p.dirty = p.dirty, set()
-            asked = {spec.key for spec in points}
-            selected = [s for key in dirty for s in self._specs.get(key, ()) if s.key in asked]
+        selected = self._changes.select(points)
         now, out = time.time(), []
         for spec in selected:
             key = self._kinds[spec.key]

@@ -74,6 +74,7 @@ from edgetwin.core.errors import DeviceRejected, DeviceUnavailable
 from edgetwin.core.models import BAD_REFERENCE, GOOD, Quality, Reading, Validity, Value
 from edgetwin.core.points import PointSpec
 from edgetwin.drivers.base import DeviceConfig, Host, SourceTimestamps
+from edgetwin.drivers.changes import Changes
 
 log = logging.getLogger(__name__)
 
@@ -230,15 +231,12 @@ class Iec104Driver:
             raise ValueError("redundant_port needs redundant_host")
         self._config = config
         self._kinds = {p.key: parse_address(p.address) for p in points}
-        self._specs: dict[int, list[PointSpec]] = {}  # IOA -> the points on it
-        for spec in points:
-            self._specs.setdefault(self._kinds[spec.key][1], []).append(spec)
-        self._wanted = frozenset(self._specs)
+        self._changes = Changes(points, lambda spec: self._kinds[spec.key][1])  # by IOA
+        self._wanted = self._changes.addresses
         self._lock = threading.Lock()
         self._reports: dict[int, _Report] = {}  # IOA -> latest report
         self._events: dict[int, list[_Report]] = {}  # IOA -> changes of state not yet read
-        self._dirty: set[int] = set()  # configured IOAs reported since last read
-        self._full_read = True
+
         self._wrong_type: set[int] = set()
         self._client: Any = None
         self._connection: Any = None
@@ -316,7 +314,7 @@ class Iec104Driver:
         with self._lock:
             self._reports.clear()
             self._events.clear()
-            self._full_read = True
+            self._changes.reset()
         client.start()
         self._client, self._connection, self._station = client, connection, station
         try:
@@ -368,7 +366,7 @@ class Iec104Driver:
                 old = self._reports.get(ioa)
                 self._reports[ioa] = report
                 if ioa in self._wanted:
-                    self._dirty.add(ioa)
+                    self._changes.mark(ioa)
                     changed = old is None or (old.value, old.quality) != (
                         report.value,
                         report.quality,
@@ -397,17 +395,7 @@ class Iec104Driver:
             raise DeviceUnavailable(f"{host}:{port}: connection lost")
         self._periodic()
         with self._lock:
-            if self._full_read or len(points) == 1:
-                if self._full_read:
-                    self._full_read = False
-                    self._dirty.clear()
-                else:
-                    self._dirty.discard(self._kinds[points[0].key][1])
-                selected: Sequence[PointSpec] = points
-            else:
-                dirty, self._dirty = self._dirty, set()
-                asked = {spec.key for spec in points}
-                selected = [s for ioa in dirty for s in self._specs.get(ioa, ()) if s.key in asked]
+            selected = self._changes.select(points)
             latest = {ioa: self._reports[ioa] for ioa in {self._kinds[s.key][1] for s in selected}
                       if ioa in self._reports}  # fmt: skip
             events = {ioa: self._events.pop(ioa) for ioa in latest if ioa in self._events}
