@@ -146,3 +146,17 @@ def private_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+SECRET_LIMIT = 4096
+
+
+def read_secret(path: Path) -> bytes:
+    """A secret (a meter password, a ciphering key): a regular file that only its owner may
+    read (mode 0600 or 0400). Raises ``OSError`` with the reason otherwise; the secret itself
+    never appears in a message."""
+    data = read_small(path, SECRET_LIMIT)
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        raise OSError(errno.EPERM, f"mode {mode:04o}, others may read it: chmod 600 it", str(path))
+    return data

@@ -14,7 +14,7 @@ mkdir -p "$ctx/wheels"
 if [ -n "${WHEELS:-}" ]; then
   cp "$WHEELS"/*.whl "$ctx/wheels/"
 else
-  "$python" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$root[opcua,iec104,dnp3]"
+  "$python" -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$root[opcua,iec104,dnp3,dlms]"
 fi
 docker build --quiet --file "$root/packaging/Dockerfile" --build-arg "BASE=$base" --tag "$tag" "$ctx"
 echo "$tag"

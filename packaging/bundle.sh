@@ -29,11 +29,11 @@ platforms=()
 for tag in manylinux2014 manylinux_2_17 manylinux_2_28 manylinux_2_31 manylinux_2_34 musllinux_1_1; do
   platforms+=(--platform "${tag}_${arch}")
 done
-# with every driver's extra (EXTRAS, default opcua,iec104,dnp3): a site enables a driver by config alone
+# with every driver's extra (EXTRAS, default opcua,iec104,dnp3,dlms): a site enables a driver by config alone
 wheel="$(ls "$stage"/wheels/edgetwin-*.whl)"
 "$python" -m pip download --quiet --only-binary=:all: --implementation cp \
   --python-version "$pyver" "${platforms[@]}" --platform any \
-  --dest "$stage/wheels" "edgetwin[${EXTRAS:-opcua,iec104,dnp3}] @ file://$wheel"
+  --dest "$stage/wheels" "edgetwin[${EXTRAS:-opcua,iec104,dnp3,dlms}] @ file://$wheel"
 
 cp "$root/packaging/install.sh" "$root/packaging/edgetwin.example.toml" "$stage/"
 mkdir -p "$stage/systemd" "$stage/docs"

@@ -30,9 +30,9 @@ getent group dialout >/dev/null && usermod -aG dialout edgetwin || true
 
 python3 -m venv "$prefix/venv"
 if [ -n "$wheels" ]; then
-  "$prefix/venv/bin/pip" install --no-index --find-links "$wheels" "edgetwin[${EXTRAS:-opcua,iec104,dnp3}]"
+  "$prefix/venv/bin/pip" install --no-index --find-links "$wheels" "edgetwin[${EXTRAS:-opcua,iec104,dnp3,dlms}]"
 else
-  "$prefix/venv/bin/pip" install "$here/..[${EXTRAS:-opcua,iec104,dnp3}]"
+  "$prefix/venv/bin/pip" install "$here/..[${EXTRAS:-opcua,iec104,dnp3,dlms}]"
 fi
 mkdir -p "$prefix/docs"
 for docs in "$here/docs" "$here/../docs"; do

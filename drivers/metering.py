@@ -1,0 +1,77 @@
+"""The meter ability: what a driver for smart meters offers beyond point reads.
+
+A driver implementing ``MeterSource`` (DLMS/COSEM today) lets the runtime's data concentrator
+(``agent.runtime.ami``) read a meter's own memory: its clock, and the rows of its profiles (load
+profile, billing profile, event logs) between two times. The types here are the contract; they
+hold the meter's values as it gave them (times in UTC, numbers already scaled, the status
+octet of each row as the meter set it) so that the runtime decides what is published.
+
+What it leaves to others: the protocol (the driver), schedules, high-water marks, messages
+(the runtime).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One capture object of a profile: ``class_id``/``obis``/``attribute`` and, for
+    registers, its unit (``Wh``) -- values in rows are already multiplied by the scaler."""
+
+    class_id: int
+    obis: str
+    attribute: int
+    unit: str | None = None
+    scaler: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"obis": self.obis, "classId": self.class_id,
+                               "attribute": self.attribute}  # fmt: skip
+        if self.unit:
+            out["unit"] = self.unit
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRow:
+    """One entry of a profile buffer: its capture time (the interval *end* for a load
+    profile), the values of the other columns in order, and the status octet when the profile
+    has an AMR status column (else ``None``)."""
+
+    time: dt.datetime
+    values: tuple[Any, ...]
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A profile's shape: its columns after the clock (the status column excluded), its
+    capture period (0 = captured on events, a log), and the rows read."""
+
+    obis: str
+    period_s: int
+    columns: tuple[Column, ...]
+    rows: Sequence[ProfileRow] = field(default_factory=tuple)
+
+
+@runtime_checkable
+class MeterSource(Protocol):
+    """A driver that reads a meter's memory (always between polls: the runtime serialises)."""
+
+    async def meter_time(self) -> dt.datetime:
+        """The meter's clock now (UTC)."""
+        ...
+
+    async def set_meter_time(self, when: dt.datetime) -> None:
+        """Set the meter's clock; ``DeviceRejected`` when it refuses."""
+        ...
+
+    async def profile(self, obis: str, start: dt.datetime, end: dt.datetime) -> Profile:
+        """The rows captured with ``start <= time <= end`` (selective access by range),
+        oldest first."""
+        ...
