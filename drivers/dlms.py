@@ -60,7 +60,7 @@ from edgetwin.core.models import BAD_REFERENCE, GOOD, Reading, Value
 from edgetwin.core.points import PointSpec
 from edgetwin.drivers.base import DeviceConfig, Host
 from edgetwin.drivers.dlms_axdr import AxdrError, cosem_datetime, decode
-from edgetwin.drivers.metering import Column, Profile, ProfileRow
+from edgetwin.drivers.metering import OBIS_PATTERN, Column, MeteringSettings, Profile, ProfileRow
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,9 @@ def scaled(value: Any, scaler: int) -> Any:
     return round(value * 10.0**scaler, -scaler)
 
 
-class DlmsConfig(DeviceConfig):
+class DlmsConfig(DeviceConfig, MeteringSettings):
+    """A meter's link, association and (``MeteringSettings``) what is collected."""
+
     host: Host = "127.0.0.1"
     port: int = Field(4059, ge=1, le=65535)
     client_address: int = Field(1, ge=1, le=127, description="client wPort / SAP")
@@ -126,15 +128,6 @@ class DlmsConfig(DeviceConfig):
     max_pdu: int = Field(1024, ge=64, le=65535, description="client max receive PDU size")
     timeout_s: float = Field(5.0, ge=0.1, le=120)
     poll_interval_s: float = Field(900.0, ge=1, le=86_400)
-    #: the data concentrator (agent.runtime.ami): what it collects from this meter
-    load_profile: str | None = Field("1.0.99.1.0.255", pattern=r"^\d{1,3}(\.\d{1,3}){5}$")
-    billing_profile: str | None = Field(None, pattern=r"^\d{1,3}(\.\d{1,3}){5}$")
-    event_logs: list[str] = Field(default_factory=list, max_length=8)
-    backfill_days: float = Field(7.0, gt=0, le=400, description="how far back the first read")
-    clock_max_drift_s: float = Field(10.0, gt=0, le=3600)
-    read_window_s: float | None = Field(
-        None, gt=0, le=86_400, description="reads spread over this much after each period end"
-    )
 
     @model_validator(mode="after")
     def _secrets_named(self) -> DlmsConfig:
@@ -143,7 +136,7 @@ class DlmsConfig(DeviceConfig):
         if self.security == "hls-gmac" and (self.key_file is None or self.auth_key_file is None):
             raise ValueError("security 'hls-gmac' needs key_file and auth_key_file")
         for log_obis in self.event_logs:
-            if not re.fullmatch(r"\d{1,3}(\.\d{1,3}){5}", log_obis):
+            if not re.fullmatch(OBIS_PATTERN, log_obis):
                 raise ValueError(f"event_logs: {log_obis!r} is not an OBIS code A.B.C.D.E.F")
         return self
 
@@ -202,6 +195,7 @@ class DlmsDriver:
 
     async def connect(self) -> None:
         c = self._config
+        await self.close()  # a reconnect never leaves the old link open
         try:
             self._reader, self._writer = await asyncio.open_connection(c.host, c.port)
         except OSError as err:

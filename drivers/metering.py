@@ -17,6 +17,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import BaseModel, Field
+
+OBIS_PATTERN = r"^\d{1,3}(\.\d{1,3}){5}$"
+
+
+class MeteringSettings(BaseModel):
+    """What the data concentrator collects from a meter, as fields of its device config
+    (a meter driver's config model inherits them)."""
+
+    load_profile: str | None = Field("1.0.99.1.0.255", pattern=OBIS_PATTERN)
+    billing_profile: str | None = Field(None, pattern=OBIS_PATTERN)
+    event_logs: list[str] = Field(default_factory=list, max_length=8)
+    backfill_days: float = Field(7.0, gt=0, le=400, description="how far back the first read")
+    clock_max_drift_s: float = Field(10.0, gt=0, le=3600)
+    read_window_s: float | None = Field(
+        None, gt=0, le=86_400, description="reads spread over this long after each period end"
+    )
+    read_delay_s: float = Field(
+        5.0, ge=0, le=3600, description="the earliest read after a period ends (the meter's "
+        "capture and clock differences)"
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class Column:

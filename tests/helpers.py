@@ -198,3 +198,23 @@ kind = "breaker"
 device = "sub1"
 points = [{{ field = "@Pos", address = "ns=2;s=Breaker1.Position", dtype = "bool", kind = "state" }}]
 """
+
+
+class ShiftedClock:
+    """The real clock moved by ``offset`` seconds (``shift`` adds to it): an agent and a
+    simulated meter sharing one see hours pass at once, while sleeps stay real."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset = offset
+
+    def shift(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))

@@ -70,8 +70,8 @@ def subscribed(url: str, trust: Path, persistent: bool = False):  # type: ignore
 
 
 @contextlib.asynccontextmanager
-async def running(config: Path) -> AsyncIterator[Agent]:
-    agent = Agent(load_config(config))
+async def running(config: Path, clock: Any = None) -> AsyncIterator[Agent]:
+    agent = Agent(load_config(config), clock=clock)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
     await until(lambda: agent.ready.is_set() or task.done())

@@ -172,6 +172,26 @@ METER_EVENT = Profile(
 )
 
 
+#: A data concentrator's interval blocks (a load profile's intervals, each once, with their
+#: status and quality) and billing snapshots: EdgeTwin extensions of the metermodule.
+METER_INTERVAL = Profile(
+    module="metermodule",
+    name="MeterIntervalProfile",
+    message_info="intervalMessageInfo",
+    equipment="meter",
+    body="intervalBlock",
+    fields={},
+)
+METER_BILLING = Profile(
+    module="metermodule",
+    name="MeterBillingProfile",
+    message_info="billingMessageInfo",
+    equipment="meter",
+    body="billingRead",
+    fields={},
+)
+
+
 def _status_fields(ln: str) -> dict[str, str]:
     """Operating state and health of a generating unit (solar, ESS): ``<ln>.GnSynSt``,
     ``<ln>.PointStatus.state`` and ``<ln>.logicalNodeForEventAndStatus.EEHealth``."""

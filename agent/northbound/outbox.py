@@ -77,6 +77,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_by_class ON outbox (klass, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 UNNUMBERED = {TELEMETRY: "dropped_unnumbered_telemetry", EVENT: "dropped_unnumbered_events"}
 _SIZE = f"coalesce(size, length(payload) + length(topic) + {ROW_OVERHEAD})"
@@ -104,6 +105,7 @@ class _Pending:
     payload: bytes
     done: asyncio.Future[None] | None
     urgent: bool = False
+    mark: tuple[str, str] | None = None  # (name, value) committed with this message
 
     @property
     def size(self) -> int:
@@ -164,6 +166,7 @@ class Outbox:
         self._acked: set[int] = set()  # acknowledged, delete at next commit
         self._claimed_upto = 0  # rows up to here may be in flight: never dropped
         self._urgent: set[int] = set()  # committed drop notices not yet acknowledged
+        self._marks: dict[str, str] = {}  # producers' high-water marks (see ``submit``)
         self._urgent_out: set[int] = set()  # ... of which fetched in this session
         self._wake = asyncio.Event()
         self.new_rows = asyncio.Event()  # set after a commit that added rows
@@ -235,6 +238,8 @@ class Outbox:
                 stored = {name: value async for name, value in cur}
             async with db.execute("SELECT seq FROM outbox WHERE urgent = 1") as cur:
                 self._urgent = {seq async for (seq,) in cur}
+            async with db.execute("SELECT name, value FROM marks") as cur:
+                committed = {name: value async for name, value in cur}
         except (sqlite3.Error, OSError) as err:
             if db is not None:
                 with contextlib.suppress(Exception):
@@ -242,6 +247,7 @@ class Outbox:
             self._failed("cannot open the database", err)
             return False
         self._db = db
+        self._marks = {**committed, **self._marks}  # what this run submitted is newer
         self.depth, self.bytes = depth, size
         self.recovered_upto = max(self.recovered_upto, high)
         for name, value in stored.items():  # what this run counted while degraded adds up
@@ -265,14 +271,25 @@ class Outbox:
 
     # -- producers ---------------------------------------------------------------------------
     def submit(
-        self, topic: str, payload: bytes, klass: int = TELEMETRY, *, wait: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        klass: int = TELEMETRY,
+        *,
+        wait: bool = False,
+        mark: tuple[str, str] | None = None,
     ) -> asyncio.Future[None] | None:
         """Queue a message for the next group commit. With ``wait``, return a future that
-        resolves once the message is durable (or fails with ``OutboxError``)."""
+        resolves once the message is durable (or fails with ``OutboxError``). A ``mark``
+        ``(name, value)`` is committed in the same transaction as the message -- a producer's
+        high-water mark (the last interval a meter's message carries) can then never say more
+        or less than the outbox holds, whatever crash comes between."""
         if self._closing:
             raise OutboxError("outbox is closed")
         done = asyncio.get_running_loop().create_future() if wait else None
-        item = _Pending(int(time.time() * 1000), klass, topic, payload, done)
+        item = _Pending(int(time.time() * 1000), klass, topic, payload, done, mark=mark)
+        if mark is not None:
+            self._marks[mark[0]] = mark[1]
         self._pending.append(item)
         self._pending_bytes += item.size
         if self._pending_bytes > self.memory_bytes or len(self._pending) > MAX_PENDING:
@@ -435,6 +452,11 @@ class Outbox:
                 "VALUES (?, ?, ?, ?, ?)",
                 [(p.created_ms, p.klass, p.topic, p.payload, p.size) for p in batch],
             )
+            marks = {p.mark[0]: p.mark[1] for p in batch if p.mark is not None}
+            if marks:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO marks (name, value) VALUES (?, ?)", marks.items()
+                )
             overflow = await self._overflow(self.bytes - deleted_bytes + added, added)
             if overflow > 0:  # the new rows have their seq now and may be dropped too
                 # a drop writes what it deletes to the WAL: bounded per transaction, yet always
@@ -685,6 +707,11 @@ class Outbox:
                 self._counters_dirty = True
                 self._failed("could not persist the birth/death sequence", err)
         return value
+
+    def mark(self, name: str) -> str | None:
+        """The last value submitted with ``mark=(name, ...)`` -- by this run, or committed by
+        an earlier one (a run killed before its commit left the committed one)."""
+        return self._marks.get(name)
 
     async def oldest_age_s(self) -> float:
         if self._db is None:

@@ -22,6 +22,7 @@ from edgetwin.agent.northbound.outbox import EVENT, Outbox
 from edgetwin.agent.northbound.publisher import Publisher
 from edgetwin.agent.operations.http import HttpServer
 from edgetwin.agent.operations.systemd import Notifier
+from edgetwin.agent.runtime.ami import MeterCollector
 from edgetwin.agent.runtime.config import AgentConfig
 from edgetwin.agent.runtime.control import CommandListener, ControlService
 from edgetwin.agent.runtime.localstate import (
@@ -41,6 +42,7 @@ from edgetwin.agent.runtime.state import AgentState
 from edgetwin.core import __version__
 from edgetwin.core.clock import Clock, SystemClock
 from edgetwin.core.files import state_db
+from edgetwin.drivers.metering import MeteringSettings, MeterSource
 from edgetwin.edge_rules.store import RuleStore
 from edgetwin.wire.envelope import Signer, pack
 from edgetwin.wire.keys import load_private
@@ -64,6 +66,7 @@ class Agent:
         self.publisher: Publisher | None = None
         self.pipeline: Pipeline | None = None
         self.devices: list[RunningDevice] = []
+        self.meters: dict[str, MeterCollector] = {}  # the data concentrator, per meter
         self.started = time.time()
         self.ready = asyncio.Event()
         self.control: ControlService | None = None
@@ -149,6 +152,7 @@ class Agent:
                 self.devices.append(
                     RunningDevice(dev, driver, polled, pipeline.on_readings, self.clock)
                 )
+            self._meters(outbox)
             await self._start_http()  # before anything runs: a port in use stops the start
             self.control = self._control(outbox)
             async with asyncio.TaskGroup() as tg:
@@ -160,6 +164,8 @@ class Agent:
                     tg.create_task(self._tick_loop(), name="report-tick"),
                     tg.create_task(self._status_loop(), name="status"),
                 ]
+                loops += [tg.create_task(m.run(), name=f"meter-{name}")
+                          for name, m in self.meters.items()]  # fmt: skip
                 if self.control is not None:
                     loops.append(tg.create_task(self.control.run(), name="control"))
                 if self._rule_store is not None:
@@ -195,6 +201,16 @@ class Agent:
         st = self.outbox.status()
         return (f"{st['pending']} messages not yet committed (lost), {st['depth']} committed "
                 "(kept in the outbox for the next start)")  # fmt: skip
+
+    def _meters(self, outbox: Outbox) -> None:
+        """A ``MeterCollector`` for every meter device (``agent.runtime.ami``)."""
+        for d in self.devices:
+            if isinstance(d.config, MeteringSettings) and isinstance(d.driver, MeterSource):
+                twin = next((t for t in self.config.twins if t.spec.device == d.config.name), None)
+                mrid = twin.spec.mrid if twin else d.config.name
+                prefix = twin.spec.topic_prefix if twin else self.config.agent.mqtt.topic_prefix
+                self.meters[d.config.name] = MeterCollector(d, d.config, mrid, prefix, outbox,
+                                                            self.clock)  # fmt: skip
 
     def _open_rule_store(self, *, restore: bool) -> None:
         """``rules.db``; one that cannot be opened (a full disk) leaves the rules running from
@@ -382,6 +398,7 @@ class Agent:
                 "rule_evaluations": sum(e.evaluations for e in self._engines.values()),
             },
             "control": self.control.status() if self.control else None,
+            "meters": {name: m.status() for name, m in self.meters.items()},
         }
 
     def _write_status(self, snapshot: dict[str, Any] | None = None) -> None:

@@ -15,9 +15,9 @@ import asyncio
 import bisect
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from edgetwin.agent.runtime.backoff import Backoff
 from edgetwin.core.clock import Clock
@@ -29,6 +29,7 @@ from edgetwin.drivers.base import DeviceConfig, Driver
 log = logging.getLogger(__name__)
 
 Sink = Callable[[str, Sequence[Reading], bool], None]
+T = TypeVar("T")
 
 
 #: upper bounds (seconds) of the poll-duration histogram's buckets; the last is +Inf
@@ -138,6 +139,30 @@ class RunningDevice:
                 readings = await self.driver.read([point])
         self._sink(self.config.name, readings, True)
         return readings[-1]
+
+    async def use(self, work: Callable[[Driver], Awaitable[T]], timeout_s: float) -> T:
+        """Run ``work(driver)`` between polls, within ``timeout_s`` (a meter's profile read, a
+        clock set: ``agent.runtime.ami``). The link is opened first when it is down; a
+        failure other than the device's refusal closes it, marks the device unavailable and
+        raises ``DeviceUnavailable`` (the poll loop reconnects with its backoff)."""
+        async with self._io:
+            try:
+                if not self._connected:
+                    async with asyncio.timeout(self.config.connect_timeout_s):
+                        await self.driver.connect()
+                    self._connected = True
+                async with asyncio.timeout(timeout_s):
+                    return await work(self.driver)
+            except DeviceRejected:
+                raise
+            except Exception as err:
+                _honour_cancellation()
+                self._connected = False
+                await self.driver.close()
+                self._failed(err)
+                if isinstance(err, DeviceUnavailable):
+                    raise
+                raise DeviceUnavailable(f"{type(err).__name__}: {err}") from err
 
     def _require_available(self) -> None:
         if not (self._connected and self.stats.available):

@@ -1,0 +1,152 @@
+"""The data concentrator against the simulated DLMS meter, a real broker and a central verifier:
+interval data complete and once, back-fill after outages, billing, events, clock, kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgetwin.agent.tools.broker import Mosquitto, free_port
+from edgetwin.firmware_sim.dlms_meter import (
+    BILLING_PROFILE,
+    DNV,
+    EVENT_LOG,
+    FRAUD_LOG,
+    PDN,
+    DlmsMeter,
+    MeterState,
+)
+from tests.helpers import ShiftedClock, until, write_config
+from tests.test_end_to_end import running, subscribed
+
+MRID = "6a1f0c2e-9b4d-4e8a-8d7c-2f3e4a5b6c7d"
+PERIOD = 900
+
+
+def secrets(folder: Path) -> dict[str, Path]:
+    folder.mkdir(exist_ok=True)
+    out = {}
+    for name, value in (("password", b"12345678\n"), ("ek", bytes(range(16)).hex().encode()),
+                        ("ak", bytes(range(16, 32)).hex().encode())):  # fmt: skip
+        path = folder / name
+        path.write_bytes(value)
+        path.chmod(0o600)
+        out[name] = path
+    return out
+
+
+def dlms_body(port: int, files: dict[str, Path], **extra: Any) -> str:
+    settings = {"security": "lls", "backfill_days": 1, "read_delay_s": 0, "read_window_s": 1,
+                "clock_max_drift_s": 10, **extra}  # fmt: skip
+    lines = ["[[devices]]", 'name = "m1"', 'driver = "dlms"', f"port = {port}",
+             f'password_file = "{files["password"]}"', f'key_file = "{files["ek"]}"',
+             f'auth_key_file = "{files["ak"]}"', "poll_interval_s = 60", "timeout_s = 2",
+             "backoff_initial_s = 0.1", "backoff_max_s = 0.5"]  # fmt: skip
+    for key, value in settings.items():
+        if isinstance(value, str):
+            lines.append(f'{key} = "{value}"')
+        elif isinstance(value, list):
+            lines.append(f"{key} = [{', '.join(repr(v) for v in value)}]".replace("'", '"'))
+        else:
+            lines.append(f"{key} = {value}")
+    lines += ["", "[[twins]]", f'mrid = "{MRID}"', 'kind = "meter"', 'name = "Meter 1"',
+              'device = "m1"', "points = [",
+              '    { field = "readingMMTR.SupWh", address = "1.0.1.8.0.255", kind = "counter" },',
+              '    { field = "readingMMXU.PhV.phsA", address = "1.0.32.7.0.255" },', "]"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def intervals(got: Any) -> list[dict[str, Any]]:
+    """Every interval received, in arrival order (messages deduplicated by seq)."""
+    seen: set[int] = set()
+    out = []
+    for r in got.reports:
+        if "MeterIntervalProfile" in r["topic"] and r["valid"] and r["seq"] not in seen:
+            seen.add(r["seq"])
+            out += r["payload"]["intervalBlock"]["intervals"]
+    return out
+
+
+def events(got: Any, kind: str) -> list[dict[str, Any]]:
+    return [r["payload"]["meterEvent"][kind] for r in got.reports
+            if "MeterEventProfile" in r["topic"] and kind in r["payload"]["meterEvent"]]  # fmt: skip
+
+
+async def test_a_day_of_intervals_once_in_order_then_each_new_period(
+    tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
+) -> None:
+    files = secrets(tmp_path / "secrets")
+    clock = ShiftedClock()
+    state = MeterState(history_days=3, now=clock.time)
+    async with DlmsMeter(free_port(), state=state, security="lls") as meter:
+        cfg = write_config(tmp_path, keys, mosquitto.port, dlms_body(meter.port, files))
+        with subscribed(mosquitto.url, keys["trust"]) as got:
+            async with running(cfg, clock) as agent:
+                await until(lambda: len(intervals(got)) >= 96, 30, "a day of intervals")
+                clock.shift(4 * PERIOD)  # an hour passes
+                agent.meters["m1"].wake()
+                await until(lambda: len(intervals(got)) >= 100, 30, "the next hour")
+                status = agent.status()["meters"]["m1"]
+    got_ends = [i["end"] for i in intervals(got)]
+    assert len(got_ends) == len(set(got_ends)) == 100  # each interval once
+    assert got_ends == sorted(got_ends)
+    assert all(b - a == PERIOD * 1000 for a, b in zip(got_ends, got_ends[1:], strict=False))
+    assert all(e % (PERIOD * 1000) == 0 for e in got_ends)  # clock-aligned ends from the meter
+    first = intervals(got)[0]
+    assert first["start"] == first["end"] - PERIOD * 1000 and first["durationS"] == PERIOD
+    plus, minus = state.energy(first["end"] // 1000)
+    assert first["values"] == [plus, minus]
+    assert first["quality"] == {"validity": "good", "flags": []}
+    assert status["intervals_behind"] == 0 and status["last_error"] is None
+    assert status["marks"]["1.0.99.1.0.255"] == got_ends[-1] / 1000
+
+
+async def test_agent_down_six_hours_then_every_missed_interval_once_and_in_order(
+    tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
+) -> None:
+    """HLS-GMAC (ciphered) this time; a power outage inside the six hours: the meter did not
+    capture those intervals, they come as a gap, and the first interval after it is flagged;
+    an interval flagged invalid by the meter is published with invalid quality."""
+    files = secrets(tmp_path / "secrets")
+    clock = ShiftedClock()
+    state = MeterState(history_days=2, now=clock.time)
+    ek, ak = bytes(range(16)), bytes(range(16, 32))
+    async with DlmsMeter(free_port(), state=state, security="hls-gmac", ek=ek, ak=ak) as meter:
+        body = dlms_body(meter.port, files, security="hls-gmac", event_logs=[EVENT_LOG])
+        cfg = write_config(tmp_path, keys, mosquitto.port, body)
+        with subscribed(mosquitto.url, keys["trust"]) as got:
+            async with running(cfg, clock):
+                await until(lambda: len(intervals(got)) >= 96, 30, "a day of intervals")
+            before = len(intervals(got))
+            last_end = intervals(got)[-1]["end"] // 1000
+            clock.shift(6 * 3600)  # the agent is down six hours
+            down, up = last_end + 2 * PERIOD + 60, last_end + 4 * PERIOD + 30
+            state.power_outage(down, up)  # the meter was off for half an hour of them
+            state.invalid.add(last_end + 10 * PERIOD)
+            async with running(cfg, clock):
+                await until(lambda: len(intervals(got)) >= before + 22, 30, "the six hours")
+                await until(lambda: events(got, "restore"), 30, "the restore event")
+    late = intervals(got)[before:]
+    ends = [i["end"] // 1000 for i in late]
+    assert ends == sorted(ends) and len(set(ends)) == len(ends)
+    expected = [t for t in range(last_end + PERIOD, last_end + 6 * 3600 + 1, PERIOD)
+                if not down < t <= up]  # fmt: skip
+    assert ends[: len(expected)] == expected  # every interval the meter holds, none twice
+    by_end = {i["end"] // 1000: i for i in late}
+    assert by_end[last_end + 5 * PERIOD]["status"] & PDN
+    assert by_end[last_end + 5 * PERIOD]["quality"]["validity"] == "questionable"
+    assert "powerDown" in by_end[last_end + 5 * PERIOD]["quality"]["flags"]
+    assert by_end[last_end + 10 * PERIOD]["status"] & DNV
+    assert by_end[last_end + 10 * PERIOD]["quality"]["validity"] == "invalid"
+    blocks = [r["payload"]["intervalBlock"] for r in got.reports if "MeterInterval" in r["topic"]]
+    gaps = [g for b in blocks for g in b["gaps"]]
+    assert [(last_end + 2 * PERIOD) * 1000, (last_end + 4 * PERIOD) * 1000] in gaps
+    (restore,) = [e for e in events(got, "restore") if e["clearedAt"]["seconds"] == up]
+    assert restore["durationS"] == pytest.approx(up - down)
+    assert any(e["raisedAt"]["seconds"] == down for e in events(got, "lastGasp"))
