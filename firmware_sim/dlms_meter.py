@@ -276,6 +276,7 @@ class DlmsMeter:
         self.ek, self.ak, self.system_title = ek, ak, system_title
         self.invocation_counter = 1
         self.fault: str | None = None
+        self.delay_s = 0.0  # every answer this late (a slow meter, a slow line)
         self.powered = True
         self.requests = 0
         self.associations = 0
@@ -336,6 +337,8 @@ class DlmsMeter:
                 if self.fault == "drop":
                     break
                 self.requests += 1
+                if self.delay_s:
+                    await asyncio.sleep(self.delay_s)
                 answer = session.handle(apdu)
                 if answer is None:
                     break

@@ -4,9 +4,7 @@ interval data complete and once, back-fill after outages, billing, events, clock
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +148,84 @@ async def test_agent_down_six_hours_then_every_missed_interval_once_and_in_order
     (restore,) = [e for e in events(got, "restore") if e["clearedAt"]["seconds"] == up]
     assert restore["durationS"] == pytest.approx(up - down)
     assert any(e["raisedAt"]["seconds"] == down for e in events(got, "lastGasp"))
+
+
+def interval_copies(got: Any) -> dict[int, set[tuple[int, str]]]:
+    """interval end -> {(seq of the message carrying it, its content)}."""
+    out: dict[int, set[tuple[int, str]]] = {}
+    for r in got.reports:
+        if "MeterIntervalProfile" in r["topic"] and r["valid"]:
+            for i in r["payload"]["intervalBlock"]["intervals"]:
+                out.setdefault(i["end"], set()).add((r["seq"], repr(i)))
+    return out
+
+
+async def test_kill_9_during_a_backfill_then_no_interval_published_twice(
+    tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
+) -> None:
+    from tests.test_end_to_end import agent_process
+
+    files = secrets(tmp_path / "secrets")
+    state = MeterState(history_days=31)
+    async with DlmsMeter(free_port(), state=state, security="lls") as meter:
+        meter.delay_s = 0.02  # a slow meter: the 30-day back-fill takes seconds
+        body = dlms_body(meter.port, files, backfill_days=30)
+        cfg = write_config(tmp_path, keys, mosquitto.port, body)
+        log = tmp_path / "agent.log"
+        with subscribed(mosquitto.url, keys["trust"]) as got:
+            proc = await asyncio.to_thread(agent_process, cfg, log)
+            await until(lambda: len(interval_copies(got)) >= 5 * 96, 60, "five days")
+            proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(proc.wait)
+            at_kill = len(interval_copies(got))
+            proc = await asyncio.to_thread(agent_process, cfg, log)
+            try:
+                await until(lambda: len(interval_copies(got)) >= 30 * 96, 90, "thirty days")
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(proc.wait, 15) == 0
+    copies = interval_copies(got)
+    assert at_kill < 30 * 96, "the kill came after the back-fill"
+    twice = {end: c for end, c in copies.items() if len({seq for seq, _ in c}) > 1}
+    assert not twice, f"intervals in two messages: {sorted(twice)[:3]}"
+    assert all(len(c) == 1 for c in copies.values())  # and never with other content
+    ends = sorted(copies)
+    assert all(b - a == PERIOD * 1000 for a, b in zip(ends, ends[1:], strict=False))
+
+
+async def test_a_drifting_clock_is_set_as_an_event_and_billing_reads_come_once(
+    tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
+) -> None:
+    files = secrets(tmp_path / "secrets")
+    clock = ShiftedClock()
+    state = MeterState(history_days=3, now=clock.time, offset_s=-45.0)  # 45 s slow
+    async with DlmsMeter(free_port(), state=state, security="lls") as meter:
+        meter.tamper(state.time() - 3600)
+        body = dlms_body(meter.port, files, billing_profile=BILLING_PROFILE,
+                         event_logs=[EVENT_LOG, FRAUD_LOG])  # fmt: skip
+        cfg = write_config(tmp_path, keys, mosquitto.port, body)
+        with subscribed(mosquitto.url, keys["trust"]) as got:
+            async with running(cfg, clock) as agent:
+                await until(lambda: events(got, "tamper"), 30, "the tamper event")
+                await until(lambda: len(intervals(got)) >= 96, 30, "a day of intervals")
+                clock.shift(86400)  # a day later: one more billing snapshot
+                agent.meters["m1"].wake()
+                await until(lambda: len(billing(got)) >= 2, 30, "two billing reads")
+                offset = agent.status()["meters"]["m1"]["clock_offset_s"]
+    (adjusted, *_) = [e for e in events(got, "clockAdjusted") if e["source"] == "agent"]
+    assert adjusted["driftS"] == pytest.approx(-45, abs=1.5)
+    assert abs(offset) < 2  # set: the meter's clock agrees with the agent's now
+    logged = [e for e in events(got, "clockAdjusted") if e["source"] == "meterEventLog"]
+    assert {e["which"] for e in logged} == {"before", "after"}  # the meter logged the change
+    (tamper,) = events(got, "tamper")
+    assert tamper["kind"] == "terminalCoverRemoved"
+    days = [b["billingTime"]["seconds"] for b in billing(got)]
+    assert len(days) == len(set(days)) == 2 and all(d % 86400 == 0 for d in days)
+    first = billing(got)[0]
+    assert [r["value"] for r in first["registers"]] == list(state.energy(days[0]))
+    assert first["registers"][0]["unit"] == "Wh"
+
+
+def billing(got: Any) -> list[dict[str, Any]]:
+    return [r["payload"]["billingRead"] for r in got.reports
+            if "MeterBillingProfile" in r["topic"] and r["valid"]]  # fmt: skip

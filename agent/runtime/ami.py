@@ -52,7 +52,13 @@ from edgetwin.core.clock import Clock
 from edgetwin.core.errors import DeviceError
 from edgetwin.drivers.metering import MeteringSettings, MeterSource, Profile, ProfileRow
 from edgetwin.wire.envelope import pack
-from edgetwin.wire.openfmb import METER_BILLING, METER_EVENT, METER_INTERVAL, event_body
+from edgetwin.wire.openfmb import (
+    METER_BILLING,
+    METER_EVENT,
+    METER_INTERVAL,
+    event_body,
+    timestamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +270,7 @@ class MeterCollector:
         prof = await driver.profile(obis, start + dt.timedelta(seconds=1), meter_now)
         for row in (r for r in prof.rows if r.time > start):
             body = {
-                "device": self.name, "profile": obis, "billingAt": row.time.timestamp(),
+                "device": self.name, "profile": obis, "billingTime": timestamp(row.time.timestamp()),
                 "registers": [{**c.as_dict(), "value": v}
                               for c, v in zip(prof.columns, row.values, strict=False)],
             }  # fmt: skip
