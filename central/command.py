@@ -83,6 +83,7 @@ def build_command(
     mrid: str,
     action: str,
     schedule: list[tuple[float, dict[str, float]]] | None = None,
+    registers: list[str] | None = None,
     prefix: str = "openfmb",
     expires_s: float = 30.0,
     seq: int | None = None,
@@ -98,7 +99,7 @@ def build_command(
     now = ts_ms if ts_ms is not None else int(time.time() * 1000)
     body = control.frame(
         mrid=mrid,
-        body=shape.body(action, schedule or ()),
+        body=shape.body(action, schedule or (), registers or ()),
         now=now / 1000,
         message_mrid=command_mrid,
     )

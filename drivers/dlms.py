@@ -60,7 +60,14 @@ from edgetwin.core.models import BAD_REFERENCE, GOOD, Reading, Value
 from edgetwin.core.points import PointSpec
 from edgetwin.drivers.base import DeviceConfig, Host
 from edgetwin.drivers.dlms_axdr import AxdrError, cosem_datetime, decode
-from edgetwin.drivers.metering import OBIS_PATTERN, Column, MeteringSettings, Profile, ProfileRow
+from edgetwin.drivers.metering import (
+    OBIS_PATTERN,
+    Column,
+    MeteringSettings,
+    Profile,
+    ProfileRow,
+    Register,
+)
 
 log = logging.getLogger(__name__)
 
@@ -372,8 +379,19 @@ class DlmsDriver:
     async def write(self, point: PointSpec, value: Value) -> None:
         raise DeviceRejected(f"{point.key}: DLMS points are read-only here")
 
-    async def units(self, points: Sequence[PointSpec]) -> dict[str, str | None]:
-        return {p.key: (await self._scaler(*self._points[p.key][:2]))[1] for p in points}
+    async def registers(self, codes: Sequence[str]) -> list[Register]:
+        out = []
+        for code in codes:
+            class_id, o, attribute = parse_address(code)
+            try:
+                value = await self.get_value(class_id, o, attribute)
+            except DeviceRejected:
+                out.append(Register(code, None))
+                continue
+            scaler, unit = await self._scaler(class_id, o)
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            out.append(Register(code, scaled(value, scaler) if ok else None, unit))
+        return out
 
     # -- MeterSource ---------------------------------------------------------------------------
     async def meter_time(self) -> dt.datetime:

@@ -81,6 +81,19 @@ class Profile:
     rows: Sequence[ProfileRow] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True, slots=True)
+class Register:
+    """A register read on demand: its value scaled (``None`` when the meter refused it)."""
+
+    obis: str
+    value: Any
+    unit: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"obis": self.obis, "value": self.value, "unit": self.unit,
+                "quality": "good" if self.value is not None else "invalid"}  # fmt: skip
+
+
 @runtime_checkable
 class MeterSource(Protocol):
     """A driver that reads a meter's memory (always between polls: the runtime serialises)."""
@@ -91,6 +104,10 @@ class MeterSource(Protocol):
 
     async def set_meter_time(self, when: dt.datetime) -> None:
         """Set the meter's clock; ``DeviceRejected`` when it refuses."""
+        ...
+
+    async def registers(self, codes: Sequence[str]) -> list[Register]:
+        """A fresh read of registers by OBIS code (value attribute, scaled, with its unit)."""
         ...
 
     async def profile(self, obis: str, start: dt.datetime, end: dt.datetime) -> Profile:

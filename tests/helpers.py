@@ -57,14 +57,25 @@ async def reconnected_after_loss(driver: Any, points: Any) -> None:
 
 
 async def signed_command(
-    url: str, trust_dir: Path, key: Any, *, kind: str, mrid: str, action: str, timeout: float = 20
+    url: str,
+    trust_dir: Path,
+    key: Any,
+    *,
+    kind: str,
+    mrid: str,
+    action: str,
+    timeout: float = 20,
+    kid: str = "scada-1",
+    registers: list[str] | None = None,
 ) -> dict[str, Any] | None:
     """Sign a command as central key ``scada-1``, publish it, and wait for its verified result
     event (in a thread: paho's client blocks)."""
     from edgetwin.central.command import ResultWaiter, build_command, publish
     from edgetwin.wire.keys import load_trust_dir
 
-    topic, envelope, cmd = build_command(key, "scada-1", kind=kind, mrid=mrid, action=action)
+    topic, envelope, cmd = build_command(
+        key, kid, kind=kind, mrid=mrid, action=action, registers=registers
+    )
 
     def roundtrip() -> dict[str, Any] | None:
         with ResultWaiter(url, load_trust_dir(trust_dir), kind=kind, mrid=mrid) as waiter:

@@ -20,7 +20,7 @@ from edgetwin.firmware_sim.dlms_meter import (
     DlmsMeter,
     MeterState,
 )
-from tests.helpers import ShiftedClock, until, write_config
+from tests.helpers import ShiftedClock, signed_command, until, write_config
 from tests.test_end_to_end import running, subscribed
 
 MRID = "6a1f0c2e-9b4d-4e8a-8d7c-2f3e4a5b6c7d"
@@ -229,3 +229,45 @@ async def test_a_drifting_clock_is_set_as_an_event_and_billing_reads_come_once(
 def billing(got: Any) -> list[dict[str, Any]]:
     return [r["payload"]["billingRead"] for r in got.reports
             if "MeterBillingProfile" in r["topic"] and r["valid"]]  # fmt: skip
+
+
+async def test_an_on_demand_read_by_signed_command_answers_with_fresh_registers(
+    tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
+) -> None:
+    from edgetwin.agent.runtime.config import load_config
+    from edgetwin.agent.tools.commission import commission
+    from edgetwin.wire.keys import generate, load_private
+
+    files = secrets(tmp_path / "secrets")
+    key, _ = generate(tmp_path / "central" / "headend-1.key")
+    trust = tmp_path / "central" / "trust.toml"
+    trust.write_text('[[keys]]\nkid = "headend-1"\npublic_key = "headend-1.pub.pem"\n'
+                     'twins = ["*"]\nactions = ["read"]\n')  # fmt: skip
+    state = MeterState(history_days=2)
+    async with DlmsMeter(free_port(), state=state, security="lls") as meter:
+        body = f'[control]\ntrust_file = "{trust}"\n\n' + dlms_body(meter.port, files)
+        cfg = write_config(tmp_path, keys, mosquitto.port, body)
+        assert (await commission(load_config(cfg), MRID)).ok
+        async with running(cfg) as agent:
+            await until(lambda: agent._listener is not None
+                        and agent._listener.subscribed.is_set(), 30)  # fmt: skip
+            requests = meter.requests
+            result = await signed_command(
+                mosquitto.url, keys["trust"], load_private(key), kind="meter", mrid=MRID,
+                action="read", kid="headend-1",
+                registers=["1.0.1.8.0.255", "1.0.32.7.0.255", "1.0.99.99.0.255"],
+            )  # fmt: skip
+            assert meter.requests > requests  # read from the meter now, not from the twin
+            everything = await signed_command(
+                mosquitto.url, keys["trust"], load_private(key), kind="meter", mrid=MRID,
+                action="read", kid="headend-1", registers=[])  # fmt: skip
+    assert result is not None and result["result"] == "executed" and result["commandMRID"]
+    energy, volts, unknown = result["readings"]
+    assert energy["obis"] == "1.0.1.8.0.255" and energy["unit"] == "Wh"
+    plus, _ = state.energy(int(state.time() // PERIOD) * PERIOD)
+    assert plus <= energy["value"] <= plus + 250 and energy["quality"] == "good"
+    assert volts["unit"] == "V" and 229 < volts["value"] < 233
+    assert unknown == {"obis": "1.0.99.99.0.255", "value": None, "unit": None,
+                       "quality": "invalid"}  # fmt: skip
+    assert everything is not None
+    assert [r["obis"] for r in everything["readings"]] == ["1.0.1.8.0.255", "1.0.32.7.0.255"]

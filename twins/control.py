@@ -27,12 +27,13 @@ Two families:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from edgetwin.twins.base import BoundPoint, TwinSpec, TwinState
-from edgetwin.wire.control import Discrete, Schedule
+from edgetwin.wire.control import Discrete, ReadRequest, Schedule
 from edgetwin.wire.openfmb import Profile
 
 SETPOINT = "@set."  # prefix of point-map fields a schedule parameter writes
@@ -67,6 +68,8 @@ class Command:
     action: str
     writes: tuple[Write, ...] = ()  # executed at once
     schedule: tuple[CurvePoint, ...] = ()  # replaces the schedule in force, runs at its times
+    #: ``read``: the OBIS codes to read now (empty: every register the twin maps)
+    reads: tuple[str, ...] | None = None
 
 
 class BadCommand(ValueError):
@@ -175,6 +178,29 @@ class DiscreteControl:
         else:
             confirm = Confirm("@Pos", ctl)
         return Command(action, writes=(Write("@Cmd", ctl, confirm),))
+
+
+MAX_READ_REGISTERS = 32
+OBIS = re.compile(r"\d{1,3}(\.\d{1,3}){5}")
+
+
+class ReadControl:
+    """``read`` (``wire.control.ReadRequest``): an on-demand read of registers by OBIS code."""
+
+    control: ClassVar[ReadRequest]
+
+    def actions(self) -> tuple[str, ...]:
+        return ("read",)
+
+    def parse_command(self, body: Mapping[str, Any]) -> Command:
+        codes = _dig(body, self.control.path())
+        if not isinstance(codes, list) or len(codes) > MAX_READ_REGISTERS:
+            raise BadCommand("malformed", f"registers must be a list of at most "
+                             f"{MAX_READ_REGISTERS} OBIS codes")  # fmt: skip
+        for code in codes:
+            if not isinstance(code, str) or not OBIS.fullmatch(code):
+                raise BadCommand("malformed", f"{str(code)[:40]!r} is not an OBIS code A.B.C.D.E.F")
+        return Command("read", reads=tuple(dict.fromkeys(codes)))
 
 
 class ScheduleControl:

@@ -5,6 +5,9 @@ Two families (the twins' ``twins.control`` reads them; the central side builds t
 
 * ``Discrete`` (switch, breaker, recloser): ``open`` / ``close`` as
   ``<body>.<ln>.Pos.ctlVal`` (false / true).
+* ``ReadRequest`` (meter): ``read`` -- an on-demand read of registers named by OBIS code,
+  ``<body>.readRequest.registers`` (an empty list: every register the twin maps); the answer
+  is the command's result event, with the values read.
 * ``Schedule`` (solar, ESS, generic setpoints): OpenFMB's
   ``<body>.<fscc>.controlFSCC.controlScheduleFSCH.ValACSG.schPts`` -- curve points, each with a
   ``startTime`` and ``scheduleParameter`` entries ``{scheduleParameterType, value}``.
@@ -39,8 +42,10 @@ class Discrete:
     def path(self) -> tuple[str, ...]:
         return (self.control.body, self.ln, "Pos", "ctlVal")
 
-    def body(self, action: str, schedule: CurvePoints = ()) -> dict[str, Any]:
-        if action not in self.actions or schedule:
+    def body(
+        self, action: str, schedule: CurvePoints = (), registers: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        if action not in self.actions or schedule or registers:
             raise ValueError(f"{self.control.name} accepts the actions open and close")
         return {self.ln: {"Pos": {"ctlVal": action == "close"}}}
 
@@ -60,8 +65,10 @@ class Schedule:
     def _below(self) -> tuple[str, ...]:
         return (self.fscc, "controlFSCC", "controlScheduleFSCH", "ValACSG", "schPts")
 
-    def body(self, action: str, schedule: CurvePoints = ()) -> dict[str, Any]:
-        if action != "schedule" or not schedule:
+    def body(
+        self, action: str, schedule: CurvePoints = (), registers: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        if action != "schedule" or not schedule or registers:
             raise ValueError(f"{self.control.name} accepts the action schedule with curve points")
         pts = [
             {
@@ -82,7 +89,26 @@ class Schedule:
         return body
 
 
-Shape = Discrete | Schedule
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    """``read``: registers by OBIS code through ``<control body>.readRequest.registers``."""
+
+    control: Profile
+    event: Profile
+    actions: tuple[str, ...] = ("read",)
+
+    def path(self) -> tuple[str, ...]:
+        return (self.control.body, "readRequest", "registers")
+
+    def body(
+        self, action: str, schedule: CurvePoints = (), registers: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        if action != "read" or schedule:
+            raise ValueError(f"{self.control.name} accepts the action read with registers")
+        return {"readRequest": {"registers": list(registers)}}
+
+
+Shape = Discrete | Schedule | ReadRequest
 
 SWITCH = Discrete(p.SWITCH_CONTROL, p.SWITCH_EVENT, "switchDiscreteControlXSWI")
 BREAKER = Discrete(p.BREAKER_CONTROL, p.BREAKER_EVENT, "breakerDiscreteControlXCBR")
@@ -90,6 +116,7 @@ RECLOSER = Discrete(p.RECLOSER_CONTROL, p.RECLOSER_EVENT, "recloserDiscreteContr
 SOLAR = Schedule(p.SOLAR_CONTROL, p.SOLAR_EVENT, "solarControlFSCC")
 ESS = Schedule(p.ESS_CONTROL, p.ESS_EVENT, "essControlFSCC")
 GENERIC = Schedule(p.GENERIC_CONTROL, p.GENERIC_EVENT, "genericControlFSCC")
+METER = ReadRequest(p.METER_CONTROL, p.METER_EVENT)
 
 #: twin kind (as in the agent's config) -> its control shape
 CONTROLS: Mapping[str, Shape] = {
@@ -99,4 +126,5 @@ CONTROLS: Mapping[str, Shape] = {
     "solar": SOLAR,
     "ess": ESS,
     "generic": GENERIC,
+    "meter": METER,
 }

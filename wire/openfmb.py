@@ -182,6 +182,15 @@ METER_INTERVAL = Profile(
     body="intervalBlock",
     fields={},
 )
+#: On-demand reads asked of a meter twin (``wire.control.ReadRequest``): EdgeTwin extension.
+METER_CONTROL = Profile(
+    module="metermodule",
+    name="MeterControlProfile",
+    message_info="controlMessageInfo",
+    equipment="meter",
+    body="meterControl",
+    fields={},
+)
 METER_BILLING = Profile(
     module="metermodule",
     name="MeterBillingProfile",

@@ -70,6 +70,7 @@ from edgetwin.core.clock import Clock, SystemClock
 from edgetwin.core.errors import DeviceError, DeviceRejected, VerificationError
 from edgetwin.core.files import open_state_db, state_dir
 from edgetwin.core.models import Reading
+from edgetwin.drivers.metering import MeterSource
 from edgetwin.twins.base import BoundPoint, event_message
 from edgetwin.twins.control import (
     BadCommand,
@@ -343,6 +344,8 @@ class ControlService:
             action = command.action
             if command.schedule:
                 result = self._accept_schedule(mrid, header, command, command_mrid)
+            elif command.reads is not None:
+                result = await self._read(mrid, command.reads)
             else:
                 result = await self._execute(mrid, command.writes)
         except Refused as refusal:
@@ -527,6 +530,39 @@ class ControlService:
         self.counters["executed"] += 1
         log.info("control: %s executed and confirmed", mrid)
         return {"result": "executed", "readback": readback}
+
+    async def _read(self, mrid: str, codes: tuple[str, ...]) -> dict[str, Any]:
+        """An on-demand read: the named registers (or every register the twin maps) read now
+        -- from the meter's memory through a ``MeterSource``, else the twin's points by
+        address -- as the result's ``readings``."""
+        twin = self._twins[mrid]
+        device = self._devices[twin.spec.device]
+        mapped = [bp for bp in twin.bound_points() if bp.polled]
+        wanted = list(codes) or list(dict.fromkeys(str(bp.spec.address) for bp in mapped))
+        try:
+            if isinstance(device.driver, MeterSource):
+                found = await device.use(lambda d: d.registers(wanted), self._read_timeout(device))
+                readings = [r.as_dict() for r in found]
+            else:
+                by_address = {str(bp.spec.address): bp for bp in mapped}
+                missing = [c for c in wanted if c not in by_address]
+                if missing:
+                    raise Refused("unknown_register", f"{missing[0]} is not among this twin's points")
+                specs = [by_address[c].spec for c in wanted]
+                got = await device.use(lambda d: d.read(specs), self._read_timeout(device))
+                readings = [{"obis": c, "value": r.value,
+                             "quality": "good" if r.quality.is_good else "invalid"}
+                            for c, r in zip(wanted, got, strict=False)]  # fmt: skip
+        except DeviceError as err:
+            self.counters["failed"] += 1
+            log.error("control: on-demand read of %s failed: %s", mrid, err)
+            return {"result": "failed", "reason": "device", "detail": str(err)}
+        self.counters["executed"] += 1
+        return {"result": "executed", "readings": readings, "readAt": self._clock.time()}
+
+    @staticmethod
+    def _read_timeout(device: RunningDevice) -> float:
+        return device.config.timeout_s * 4 + device.config.connect_timeout_s
 
     async def _await_position(
         self, device: RunningDevice, check: BoundPoint, expected: Any, reading: Reading
