@@ -508,7 +508,7 @@ class _Session:
         if not ok:
             return acse.ApplicationAssociationResponse(
                 result=en.AssociationResult.REJECTED_PERMANENT,
-                result_source_diagnostics=en.AcseServiceUserDiagnostics.AUTHENTICATION_FAILURE,
+                result_source_diagnostics=en.AcseServiceUserDiagnostics.AUTHENTICATION_FAILED,
             ).to_bytes()
         self.max_pdu = max(64, min(request.client_max_receive_pdu_size, 65535))
         initiate = xdlms.InitiateResponse(
