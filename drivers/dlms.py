@@ -1,4 +1,5 @@
-"""DLMS/COSEM client (IEC 62056-5-3, 6-2) over TCP (the IEC 62056-47 wrapper), on dlms-cosem.
+"""DLMS/COSEM client (IEC 62056-5-3, 6-2) over TCP (the IEC 62056-47 wrapper) or HDLC on a
+serial line (IEC 62056-46, ``drivers.dlms_link``), on dlms-cosem.
 
 Why dlms-cosem: it is MIT, pure Python, typed (attrs), and *sans-io*: ``DlmsConnection`` builds
 and parses APDUs (AARQ/AARE, GET/SET/ACTION, release), ciphers them (general-glo-ciphering,
@@ -60,6 +61,7 @@ from edgetwin.core.models import BAD_REFERENCE, GOOD, Reading, Value
 from edgetwin.core.points import PointSpec
 from edgetwin.drivers.base import DeviceConfig, Host
 from edgetwin.drivers.dlms_axdr import AxdrError, cosem_datetime, decode
+from edgetwin.drivers.dlms_link import HdlcTransport, Transport, WrapperTransport, hdlc_line
 from edgetwin.drivers.metering import (
     OBIS_PATTERN,
     Column,
@@ -68,6 +70,7 @@ from edgetwin.drivers.metering import (
     ProfileRow,
     Register,
 )
+from edgetwin.drivers.streams import SerialSettings
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +124,14 @@ def scaled(value: Any, scaler: int) -> Any:
 
 
 class DlmsConfig(DeviceConfig, MeteringSettings):
-    """A meter's link, association and (``MeteringSettings``) what is collected."""
+    """A meter's link, association and (``MeteringSettings``) what is collected. TCP (``host``,
+    ``port``) or HDLC on ``serial_port`` (``physical_address`` tells the meter on the bus)."""
 
-    host: Host = "127.0.0.1"
+    host: Host | None = None
     port: int = Field(4059, ge=1, le=65535)
+    serial_port: str | None = Field(None, pattern=r"^/[\w./-]+$")
+    baudrate: int = Field(9600, ge=300, le=115_200)
+    physical_address: int | None = Field(None, ge=16, le=16383, description="HDLC lower address")
     client_address: int = Field(1, ge=1, le=127, description="client wPort / SAP")
     server_address: int = Field(1, ge=1, le=16383, description="server wPort (logical device)")
     security: Literal["none", "lls", "hls-gmac"] = "lls"
@@ -138,6 +145,8 @@ class DlmsConfig(DeviceConfig, MeteringSettings):
 
     @model_validator(mode="after")
     def _secrets_named(self) -> DlmsConfig:
+        if (self.host is None) == (self.serial_port is None):
+            raise ValueError("give host (TCP) or serial_port (HDLC), one of them")
         if self.security == "lls" and self.password_file is None:
             raise ValueError("security 'lls' needs password_file")
         if self.security == "hls-gmac" and (self.key_file is None or self.auth_key_file is None):
@@ -180,8 +189,16 @@ class DlmsDriver:
             raise ValueError(f"{err.filename}: {err.strerror}") from None
         self._title = bytes.fromhex(c.system_title)
         self._ic = 0
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: Transport
+        if c.serial_port is not None:
+            line = hdlc_line(shared if shared is not None else {},
+                             SerialSettings(c.serial_port, c.baudrate))  # fmt: skip
+            self._transport = HdlcTransport(line, c.server_address, c.physical_address,
+                                            c.client_address)  # fmt: skip
+        else:
+            assert c.host is not None
+            self._transport = WrapperTransport(c.host, c.port, c.client_address, c.server_address)
+        self._linked = False
         self._conn: DlmsConnection | None = None
         self._scalers: dict[tuple[int, str], tuple[int, str | None]] = {}
         self._shapes: dict[str, tuple[int, list[tuple[int, str, int]]]] = {}
@@ -203,10 +220,8 @@ class DlmsDriver:
     async def connect(self) -> None:
         c = self._config
         await self.close()  # a reconnect never leaves the old link open
-        try:
-            self._reader, self._writer = await asyncio.open_connection(c.host, c.port)
-        except OSError as err:
-            raise DeviceUnavailable(f"{c.host}:{c.port}: {err.strerror or err}") from None
+        await self._transport.open(c.connect_timeout_s)
+        self._linked = True
         self._ic = max(self._ic + 1, int((time.time() - IC_EPOCH) * 16)) & 0xFFFFFFFF
         self._conn = DlmsConnection(
             authentication=self._authentication(),
@@ -244,57 +259,29 @@ class DlmsDriver:
                                      answer="authentication failure")  # fmt: skip
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
         conn, self._conn = self._conn, None
-        if writer is None:
+        if not self._linked:
             return
         if conn is not None and conn.state.current_state == dlms_state.READY:
             try:
                 async with asyncio.timeout(min(self._config.timeout_s, 2)):
-                    await self._request(conn.get_rlrq(), conn=conn, writer=writer)
+                    await self._request(conn.get_rlrq(), conn=conn)
             except Exception:
                 pass  # releasing is a courtesy; the link closes anyway
-        writer.close()
-        try:
-            async with asyncio.timeout(1):
-                await writer.wait_closed()
-        except (OSError, TimeoutError):
-            pass
-        self._reader = None
+        self._linked = False
+        await self._transport.close()
 
-    async def _request(
-        self,
-        apdu: Any,
-        *,
-        conn: DlmsConnection | None = None,
-        writer: asyncio.StreamWriter | None = None,
-    ) -> Any:
-        """Send one APDU in a wrapper and return the parsed (deciphered) answer."""
+    async def _request(self, apdu: Any, *, conn: DlmsConnection | None = None) -> Any:
+        """Send one APDU and return the parsed (deciphered) answer."""
         conn = conn or self._conn
-        writer = writer or self._writer
-        reader = self._reader
-        if conn is None or writer is None or reader is None:
+        if conn is None or not self._linked:
             raise DeviceUnavailable("not connected")
-        c = self._config
         try:
             data = conn.send(apdu)
         except (exceptions.LocalDlmsProtocolError, ValueError) as err:
             raise DeviceUnavailable(f"request refused by the DLMS state machine: {err}") from None
-        header = (1).to_bytes(2, "big") + c.client_address.to_bytes(2, "big")
-        writer.write(header + c.server_address.to_bytes(2, "big")
-                     + len(data).to_bytes(2, "big") + data)  # fmt: skip
         self._stats["requests"] += 1
-        try:
-            async with asyncio.timeout(c.timeout_s):
-                await writer.drain()
-                head = await reader.readexactly(8)
-                if head[0:2] != b"\x00\x01":
-                    raise DeviceUnavailable(f"not a DLMS wrapper (version {head[0:2].hex()})")
-                body = await reader.readexactly(int.from_bytes(head[6:8], "big"))
-        except TimeoutError:
-            raise DeviceUnavailable(f"no answer within {c.timeout_s:g} s") from None
-        except (asyncio.IncompleteReadError, ConnectionError) as err:
-            raise DeviceUnavailable(f"link lost ({type(err).__name__})") from None
+        body = await self._transport.exchange(data, self._config.timeout_s)
         try:
             conn.receive_data(body)
             return conn.next_event()

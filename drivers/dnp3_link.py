@@ -18,84 +18,16 @@ keyed by what identifies the wire (``tcp:host:port``, ``serial:/dev/...``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 from collections.abc import Awaitable, Callable, Hashable
-from dataclasses import dataclass
 
 from dnp3.datalink.parser import FrameParser
 from dnp3.transport_io.channel import ChannelState, ChannelStatistics
 
-from edgetwin.core.errors import DeviceUnavailable
+from edgetwin.drivers.streams import SerialSettings, Stream, open_serial, open_tcp
+
+__all__ = ["Dnp3Link", "OutstationChannel", "SerialSettings", "open_serial", "open_tcp"]
 
 MAX_QUEUED_FRAMES = 10_000  # per outstation; a peer that floods is cut off, not buffered
-
-
-@dataclass(frozen=True, slots=True)
-class SerialSettings:
-    port: str
-    baudrate: int = 9600
-    bytesize: int = 8
-    parity: str = "N"
-    stopbits: float = 1
-
-
-@dataclass
-class _Stream:
-    read: Callable[[], Awaitable[bytes]]  # b"" at the end
-    write: Callable[[bytes], Awaitable[None]]
-    close: Callable[[], None]
-
-
-async def open_tcp(host: str, port: int, limit_s: float) -> _Stream:
-    try:
-        async with asyncio.timeout(limit_s):
-            reader, writer = await asyncio.open_connection(host, port)
-    except (OSError, TimeoutError) as err:
-        raise DeviceUnavailable(f"{host}:{port}: {getattr(err, 'strerror', None) or err}") from None
-
-    async def write(data: bytes) -> None:
-        writer.write(data)
-        await writer.drain()
-
-    return _Stream(lambda: reader.read(4096), write, writer.close)
-
-
-async def open_serial(settings: SerialSettings) -> _Stream:
-    """A serial line through pyserial, read without a thread (the descriptor in the loop)."""
-    import serial  # pyserial, a core dependency
-
-    try:
-        line = serial.Serial(settings.port, settings.baudrate, bytesize=settings.bytesize,
-                             parity=settings.parity, stopbits=settings.stopbits,
-                             timeout=0)  # fmt: skip
-    except (serial.SerialException, ValueError) as err:
-        raise DeviceUnavailable(f"{settings.port}: {err}") from None
-    fd = line.fileno()
-    loop = asyncio.get_running_loop()
-    chunks: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def readable() -> None:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(fd)
-        chunks.put_nowait(data)
-
-    loop.add_reader(fd, readable)
-
-    async def write(data: bytes) -> None:
-        await asyncio.to_thread(line.write, data)
-
-    def close() -> None:
-        with contextlib.suppress(ValueError, OSError):
-            loop.remove_reader(fd)
-        line.close()
-        chunks.put_nowait(b"")
-
-    return _Stream(chunks.get, write, close)
 
 
 class OutstationChannel:
@@ -155,12 +87,12 @@ class OutstationChannel:
 
 class Dnp3Link:
     def __init__(
-        self, name: str, opener: Callable[[], Awaitable[_Stream]], *, settings: Hashable
+        self, name: str, opener: Callable[[], Awaitable[Stream]], *, settings: Hashable
     ) -> None:
         self.name = name
         self.settings = settings  # what outstations sharing this link must agree on
         self._opener = opener
-        self._stream: _Stream | None = None
+        self._stream: Stream | None = None
         self._reader: asyncio.Task[None] | None = None
         self._channels: dict[int, OutstationChannel] = {}
         self._lock = asyncio.Lock()
@@ -218,7 +150,7 @@ class Dnp3Link:
         for channel in self._channels.values():
             channel.end()
 
-    async def _read_loop(self, stream: _Stream) -> None:
+    async def _read_loop(self, stream: Stream) -> None:
         parser = FrameParser()
         try:
             while data := await stream.read():

@@ -42,7 +42,7 @@ def secrets(folder: Path) -> dict[str, Path]:
 def dlms_body(port: int, files: dict[str, Path], **extra: Any) -> str:
     settings = {"security": "lls", "backfill_days": 1, "read_delay_s": 0, "read_window_s": 1,
                 "clock_max_drift_s": 10, **extra}  # fmt: skip
-    lines = ["[[devices]]", 'name = "m1"', 'driver = "dlms"', f"port = {port}",
+    lines = ["[[devices]]", 'name = "m1"', 'driver = "dlms"', 'host = "127.0.0.1"', f"port = {port}",
              f'password_file = "{files["password"]}"', f'key_file = "{files["ek"]}"',
              f'auth_key_file = "{files["ak"]}"', "poll_interval_s = 60", "timeout_s = 2",
              "backoff_initial_s = 0.1", "backoff_max_s = 0.5"]  # fmt: skip

@@ -39,9 +39,9 @@ def config(tmp_path: Path, port: int, **kw: object) -> DlmsConfig:
         "password_file": secret(folder, "pw", b"12345678\n"),
         "key_file": secret(folder, "ek", EK.hex().encode()),
         "auth_key_file": secret(folder, "ak", AK),  # raw octets are accepted too
-        "timeout_s": 0.5, **kw,
+        "timeout_s": 0.5, "host": "127.0.0.1", "port": port or 4059, **kw,
     }  # fmt: skip
-    return DlmsConfig(name="m1", driver="dlms", port=port, **settings)  # type: ignore[arg-type]
+    return DlmsConfig(name="m1", driver="dlms", **settings)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("security", ["lls", "hls-gmac"])
@@ -207,3 +207,43 @@ def test_a_peer_sending_garbage_is_unavailable_not_a_crash(
             await driver.close()
 
     asyncio.run(run())
+
+
+async def test_two_meters_on_one_serial_bus_over_hdlc(
+    tmp_path: Path, serial_pair: tuple[str, str]
+) -> None:
+    """HDLC on a socat pty pair: two meters on the bus by physical address, one line shared
+    (the driver's ``shared`` map), answers in 128-octet segments, then a reconnect."""
+    from edgetwin.firmware_sim.dlms_hdlc import HdlcMeterBus
+
+    bus_end, agent_end = serial_pair
+    states = {17: MeterState(serial="A", history_days=1), 18: MeterState(serial="B",
+                                                                         history_days=1)}
+    meters = {addr: DlmsMeter(0, state=st) for addr, st in states.items()}
+    shared: dict[str, object] = {}
+    drivers = {addr: DlmsDriver(config(tmp_path, 0, host=None, serial_port=agent_end,
+                                       physical_address=addr, timeout_s=1), POINTS, shared)
+               for addr in meters}  # fmt: skip
+    with HdlcMeterBus(bus_end, meters) as bus:
+        for d in drivers.values():
+            await d.connect()
+
+        async def both(addr: int) -> tuple[object, object]:
+            d = drivers[addr]
+            now = await d.meter_time()
+            prof = await d.profile(LOAD_PROFILE, now - dt.timedelta(hours=4), now)
+            return (await d.read(POINTS))[0], prof
+
+        (r17, p17), (r18, p18) = await asyncio.gather(both(17), both(18))
+        meters[17].fault = "drop"
+        with pytest.raises(DeviceUnavailable):
+            await drivers[17].read(POINTS)
+        meters[17].fault = None
+        await drivers[17].connect()
+        again = await drivers[17].read(POINTS)
+        for d in drivers.values():
+            await d.close()
+    assert len(shared) == 1  # one line for both meters
+    assert r17.quality.is_good and r18.quality.is_good  # type: ignore[attr-defined]
+    assert len(p17.rows) == len(p18.rows) == 16  # type: ignore[attr-defined]
+    assert again[0].quality.is_good and bus.frames > 40  # the buffers came in segments
