@@ -328,7 +328,7 @@ class DlmsDriver:
         except AxdrError as err:
             raise DeviceUnavailable(f"{code}: {err}") from None
 
-    async def _scaler(self, class_id: int, code: str) -> tuple[int, str | None]:
+    async def scaler_unit(self, class_id: int, code: str) -> tuple[int, str | None]:
         key = (class_id, code)
         if key not in self._scalers:
             found: tuple[int, str | None] = (0, None)
@@ -352,7 +352,7 @@ class DlmsDriver:
             except DeviceRejected:
                 out.append(Reading(p.key, None, BAD_REFERENCE, time.time()))
                 continue
-            scaler, _unit = await self._scaler(class_id, code)
+            scaler, _unit = await self.scaler_unit(class_id, code)
             if isinstance(value, bytes) and class_id == 8:
                 when, _status = cosem_datetime(value)
                 value = None if when is None else when.timestamp()
@@ -375,7 +375,7 @@ class DlmsDriver:
             except DeviceRejected:
                 out.append(Register(code, None))
                 continue
-            scaler, unit = await self._scaler(class_id, o)
+            scaler, unit = await self.scaler_unit(class_id, o)
             ok = isinstance(value, int | float) and not isinstance(value, bool)
             out.append(Register(code, scaled(value, scaler) if ok else None, unit))
         return out
@@ -400,7 +400,7 @@ class DlmsDriver:
         if result is not enumerations.DataAccessResult.SUCCESS:
             raise DeviceRejected(f"clock set refused: {getattr(result, 'name', answer)}")
 
-    async def _shape(self, code: str) -> tuple[int, list[tuple[int, str, int]]]:
+    async def shape(self, code: str) -> tuple[int, list[tuple[int, str, int]]]:
         if code not in self._shapes:
             objects = await self.get_value(7, code, 3)
             columns = []
@@ -416,7 +416,7 @@ class DlmsDriver:
         return self._shapes[code]
 
     async def profile(self, code: str, start: dt.datetime, end: dt.datetime) -> Profile:
-        period, columns = await self._shape(code)
+        period, columns = await self.shape(code)
         clock_at = next((i for i, (c, _o, _a) in enumerate(columns) if c == 8), None)
         if clock_at is None:
             raise DeviceRejected(f"{code}: no clock among its capture objects")
@@ -426,7 +426,7 @@ class DlmsDriver:
         described = []
         for i in kept:
             class_id, o, a = columns[i]
-            scaler, unit = await self._scaler(class_id, o)
+            scaler, unit = await self.scaler_unit(class_id, o)
             described.append(Column(class_id, o, a, unit, scaler))
         ck = columns[clock_at]
         rng = RangeDescriptor(

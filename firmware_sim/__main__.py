@@ -2,6 +2,7 @@
 Ctrl-C;
 ``breaker`` / ``battery --port N``: a simulated breaker or battery (controllable);
 ``substation``: the OPC UA substation;
+``dlms --port N [--count K]``: DLMS/COSEM smart meters (TCP wrapper; ``--serial`` for HDLC);
 ``python -m edgetwin.firmware_sim run SCENARIO``: run a fault scenario
 (``firmware_sim/scenario.py``)."""
 
@@ -66,6 +67,28 @@ def _serve_scada(args: Any) -> None:
         threading.Event().wait()
 
 
+async def _serve_dlms(args: Any) -> None:
+    from edgetwin.firmware_sim.dlms_meter import DlmsMeter, MeterState
+
+    def make(i: int, port: int) -> DlmsMeter:
+        state = MeterState(serial=f"EDG{i + 1:07d}", history_days=args.days)
+        return DlmsMeter(port, state=state, security=args.security,
+                         password=args.password.encode(), ek=bytes(range(16)),
+                         ak=bytes(range(16, 32)))  # fmt: skip
+
+    if args.serial:
+        from edgetwin.firmware_sim.dlms_hdlc import HdlcMeterBus
+
+        bus = {17 + i: make(i, 0) for i in range(args.count)}
+        with HdlcMeterBus(args.serial, bus):
+            logging.info("%d DLMS meters on %s (physical addresses 17..)", args.count, args.serial)
+            await asyncio.Event().wait()
+    meters = [await make(i, args.port + i).start() for i in range(args.count)]
+    logging.info("%d DLMS meters on 127.0.0.1:%d..%d (%s)", len(meters), args.port,
+                 args.port + len(meters) - 1, args.security)  # fmt: skip
+    await asyncio.Event().wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m edgetwin.firmware_sim", description=__doc__)
     sub = p.add_subparsers(dest="device", required=True)
@@ -95,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--travel-s", type=float, default=0.3, help="a breaker's travel time")
     i = sub.add_parser("iec104", help="IEC 60870-5-104 controlled station (breakers, feeders)")
     i.add_argument("--port", type=int, default=2404)
+    g = sub.add_parser("dlms", help="DLMS/COSEM smart meters (load profile, billing, event logs)")
+    g.add_argument("--port", type=int, default=4059)
+    g.add_argument("--count", type=int, default=1, help="serve N meters on consecutive ports")
+    g.add_argument("--serial", help="serve them on this serial device, HDLC (a socat pty end)")
+    g.add_argument("--security", choices=["none", "lls", "hls-gmac"], default="lls")
+    g.add_argument("--password", default="12345678", help="the LLS password")
+    g.add_argument("--days", type=float, default=35, help="days of load profile held")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -108,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_serve_one(args.device, args.port))
         elif args.device in ("dnp3", "iec104"):
             _serve_scada(args)
+        elif args.device == "dlms":
+            asyncio.run(_serve_dlms(args))
         elif args.device == "substation":
             asyncio.run(_serve_substation(args.port, args.bulk, args.update_s))
         else:

@@ -135,7 +135,7 @@ class _Enc:
     def datetime(cls, when: dt.datetime, status: int = 0) -> bytes:
         u = when.astimezone(UTC)
         raw = u.year.to_bytes(2, "big") + bytes(
-            [u.month, u.day, u.isoweekday(), u.hour, u.minute, u.second, 0]
+            [u.month, u.day, u.isoweekday(), u.hour, u.minute, u.second, u.microsecond // 10_000]
         )
         return cls.octets(raw + b"\x00\x00" + bytes([status]))
 
@@ -326,7 +326,7 @@ class DlmsMeter:
     # -- the session -------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
-        session = _Session(self)
+        session: _Session | None = None
         try:
             while True:
                 header = await reader.readexactly(8)
@@ -337,6 +337,8 @@ class DlmsMeter:
                 if self.fault == "drop":
                     break
                 self.requests += 1
+                if session is None:  # the client's wPort: 16 is the public client
+                    session = _Session(self, public=header[2:4] == b"\x00\x10")
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 answer = session.handle(apdu)
@@ -421,8 +423,9 @@ class DlmsMeter:
 class _Session:
     """One client connection: association state, ciphering, pending block transfer."""
 
-    def __init__(self, meter: DlmsMeter) -> None:
+    def __init__(self, meter: DlmsMeter, *, public: bool = False) -> None:
         self.m = meter
+        self.public = public  # the public client: no security, reads only
         self.associated = False
         self.hls_pending = False
         self.ciphered = False
@@ -484,7 +487,7 @@ class _Session:
         mech = aarq.authentication
         content = aarq.user_information.content if aarq.user_information else None
         ok = False
-        if m.security == "none":
+        if m.security == "none" or self.public:
             ok = mech in (None, en.AuthenticationMechanism.NONE)
         elif m.security == "lls":
             ok = mech == en.AuthenticationMechanism.LLS and aarq.authentication_value == m.password
@@ -519,12 +522,14 @@ class _Session:
             server_max_receive_pdu_size=1024,
         )  # fmt: skip
         self.m.associations += 1
-        if m.security != "hls-gmac":
+        if m.security != "hls-gmac" or self.public:
             self.associated = True
             return acse.ApplicationAssociationResponse(
                 result=en.AssociationResult.ACCEPTED,
                 result_source_diagnostics=en.AcseServiceUserDiagnostics.NULL,
-                authentication=en.AuthenticationMechanism.LLS if m.security == "lls" else None,
+                authentication=en.AuthenticationMechanism.LLS
+                if m.security == "lls" and not self.public
+                else None,
                 user_information=acse.UserInformation(content=initiate),
             ).to_bytes()
         self.ciphered = self.hls_pending = True
@@ -614,7 +619,7 @@ class _Session:
 
     def _set(self, request: xdlms.SetRequestNormal) -> bytes:
         a = request.cosem_attribute
-        ok = obis_text(a.instance.to_bytes()) == CLOCK and a.attribute == 2
+        ok = obis_text(a.instance.to_bytes()) == CLOCK and a.attribute == 2 and not self.public
         if ok and request.data[:2] == b"\x09\x0c":
             self.m.state.set_time(parse_datetime(request.data[2:14]).timestamp())
             result = en.DataAccessResult.SUCCESS

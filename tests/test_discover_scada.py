@@ -59,3 +59,41 @@ async def test_an_rtu_that_does_not_answer_is_a_clear_error() -> None:
     out, err = await proc.communicate()
     assert proc.returncode != 0 and out == b""
     assert b"127.0.0.1" in err and b"Traceback" not in err
+
+
+async def test_discovered_dlms_meter_runs_with_intervals_and_readings(
+    tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
+) -> None:
+    """``discover dlms`` as the public client (no security): the clock, registers with scaler
+    and unit, the profiles with capture objects and period; its section collects intervals."""
+    from edgetwin.firmware_sim.dlms_meter import DlmsMeter, MeterState
+
+    async with DlmsMeter(free_port(), state=MeterState(history_days=8), security="lls") as m:
+        cfg, section = await discover_into_config(["dlms", f"127.0.0.1:{m.port}"], tmp_path,
+                                                  keys, mosquitto.port)  # fmt: skip
+        assert "# 1.0.32.7.0.255" in section and "-1  V" in section
+        assert "# 1.0.99.1.0.255   every 900 s" in section and "3/1.0.1.8.0.255/2" in section
+        assert 'load_profile = "1.0.99.1.0.255"' in section
+        assert 'billing_profile = "0.0.98.1.0.255"' in section
+        assert 'field = "readingMMTR.SupWh", address = "1.0.1.8.0.255"' in section
+        with subscribed(mosquitto.url, keys["trust"]) as got:
+            async with running(cfg):
+
+                def published(profile: str) -> bool:
+                    return any(profile in r["topic"] and r["valid"] for r in got.reports)
+
+                await until(lambda: published("MeterIntervalProfile"), 30, "interval blocks")
+                await until(lambda: published("MeterBillingProfile"), 30, "billing reads")
+                await until(lambda: published("MeterReadingProfile"), 30, "register readings")
+    blocks = [r["payload"]["intervalBlock"] for r in got.reports if "MeterInterval" in r["topic"]]
+    assert sum(len(b["intervals"]) for b in blocks) >= 7 * 96  # backfill_days default: 7
+
+
+async def test_a_dlms_meter_that_does_not_answer_is_a_clear_error() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edgetwin.agent", "discover", "dlms", f"127.0.0.1:{free_port()}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    assert proc.returncode != 0 and out == b""
+    assert b"127.0.0.1" in err and b"Traceback" not in err

@@ -49,7 +49,7 @@ from edgetwin.agent.northbound.outbox import EVENT, Outbox
 from edgetwin.agent.runtime.backoff import Backoff
 from edgetwin.agent.runtime.running import RunningDevice
 from edgetwin.core.clock import Clock
-from edgetwin.core.errors import DeviceError
+from edgetwin.core.errors import DeviceError, DeviceRejected
 from edgetwin.drivers.metering import MeteringSettings, MeterSource, Profile, ProfileRow
 from edgetwin.wire.envelope import pack
 from edgetwin.wire.openfmb import (
@@ -113,6 +113,7 @@ class MeterCollector:
         self.behind = 0
         self.offset_s: float | None = None
         self._wake = asyncio.Event()
+        self._clock_refused = False  # announced once, until a set succeeds
 
     # -- marks -------------------------------------------------------------------------------
     def _mark_name(self, obis: str) -> str:
@@ -191,7 +192,17 @@ class MeterCollector:
         if abs(drift) <= self.s.clock_max_drift_s:
             return meter
         target = dt.datetime.fromtimestamp(self.clock.time(), UTC)
-        await driver.set_meter_time(target)
+        try:
+            await driver.set_meter_time(target)
+        except DeviceRejected as err:  # e.g. the public client may not: read on regardless
+            if not self._clock_refused:
+                log.warning("meter %s: clock off by %.1f s, setting it refused (%s)",
+                            self.name, drift, err)  # fmt: skip
+                self._event("clockAdjustRefused", {"driftS": round(drift, 3),
+                                                   "detail": str(err), "source": "agent"})
+            self._clock_refused = True
+            return meter
+        self._clock_refused = False
         period = self.period_s or 900
         crossed = int(meter.timestamp() // period) != int(target.timestamp() // period)
         log.warning("meter %s: clock off by %.1f s, set", self.name, drift)

@@ -370,6 +370,31 @@ def cmd_discover_readout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_discover_meter(args: argparse.Namespace) -> int:
+    """``discover dlms ADDRESS``: associate, read the object list, print it and a section."""
+    from edgetwin.agent.tools.discover_meter import meter_section, survey
+    from edgetwin.drivers.dlms import DlmsConfig, DlmsDriver
+
+    if args.address.startswith("/"):
+        device: dict[str, Any] = {"name": "meter-" + args.address.rsplit("/", 1)[-1],
+                                  "driver": "dlms", "serial_port": args.address,
+                                  "physical_address": args.physical}  # fmt: skip
+    else:
+        host, _, port = args.address.partition(":")
+        device = {"name": f"meter-{host.replace('.', '-')}", "driver": "dlms", "host": host,
+                  "port": int(port or 4059)}  # fmt: skip
+    security = "lls" if args.password_file else "hls-gmac" if args.key_file else "none"
+    device |= {"client_address": args.client, "server_address": args.server,
+               "security": security}  # fmt: skip
+    for key in ("password_file", "key_file", "auth_key_file"):
+        if getattr(args, key):
+            device[key] = str(getattr(args, key))
+    config = DlmsConfig(**device, timeout_s=args.timeout)
+    found = asyncio.run(survey(DlmsDriver(config, [])))
+    print(meter_section(device, found), end="")
+    return 0
+
+
 def cmd_discover_scada(args: argparse.Namespace) -> int:
     """``discover dnp3`` / ``discover iec104``: interrogate, print the points and a section."""
     from edgetwin.agent.tools.discover_scada import interrogate, scada_section
@@ -539,6 +564,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", default="", help="the meter's device address (default: any)")
     r.add_argument("--timeout", type=float, default=5.0)
     r.set_defaults(func=cmd_discover_readout)
+
+    g = disc.add_parser("dlms", help="associate with a DLMS/COSEM meter, list its objects")
+    g.add_argument("address", help="HOST[:PORT] (default port 4059) or a serial device (HDLC)")
+    g.add_argument("--client", type=int, default=16, help="client SAP (default 16, public)")
+    g.add_argument("--server", type=int, default=1, help="logical device (default 1)")
+    g.add_argument("--physical", type=int, help="HDLC physical address on a serial bus")
+    g.add_argument("--password-file", type=Path, help="LLS password (file, mode 0600)")
+    g.add_argument("--key-file", type=Path, help="HLS-GMAC encryption key (file, mode 0600)")
+    g.add_argument("--auth-key-file", type=Path, help="HLS-GMAC authentication key")
+    g.add_argument("--timeout", type=float, default=5.0, help="per-request timeout, seconds")
+    g.set_defaults(func=cmd_discover_meter)
 
     s = sub.add_parser("command", help="central side: sign and send a control command")
     s.add_argument("--broker", default="mqtt://127.0.0.1:1883")
