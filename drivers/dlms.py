@@ -95,8 +95,7 @@ def parse_address(text: str) -> tuple[int, str, int]:
     m = ADDRESS.match(text)
     if not m or any(int(p) > 255 for p in m.group(2).split(".")):
         raise ValueError(
-            f"DLMS address must be [class:]A.B.C.D.E.F[:attribute] like 1.0.1.8.0.255, "
-            f"got {text!r}"
+            f"DLMS address must be [class:]A.B.C.D.E.F[:attribute] like 1.0.1.8.0.255, got {text!r}"
         )
     class_id = int(m.group(1) or 3)
     if class_id not in enumerations.CosemInterface._value2member_map_:
@@ -302,7 +301,9 @@ class DlmsDriver:
         while True:
             if isinstance(answer, xdlms.GetResponseNormal):
                 return bytes(answer.data)
-            if isinstance(answer, xdlms.GetResponseNormalWithError | xdlms.GetResponseLastBlockWithError):
+            if isinstance(
+                answer, xdlms.GetResponseNormalWithError | xdlms.GetResponseLastBlockWithError
+            ):
                 return None
             if isinstance(answer, xdlms.GetResponseLastBlock):
                 return bytes(data + answer.data)
@@ -430,8 +431,9 @@ class DlmsDriver:
             described.append(Column(class_id, o, a, unit, scaler))
         ck = columns[clock_at]
         rng = RangeDescriptor(
-            restricting_object=CaptureObject(cosem.CosemAttribute(
-                enumerations.CosemInterface(ck[0]), obis(ck[1]), ck[2])),  # fmt: skip
+            restricting_object=CaptureObject(
+                cosem.CosemAttribute(enumerations.CosemInterface(ck[0]), obis(ck[1]), ck[2])
+            ),
             from_value=start.astimezone(dt.UTC),
             to_value=end.astimezone(dt.UTC),
         )

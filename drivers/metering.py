@@ -35,8 +35,11 @@ class MeteringSettings(BaseModel):
         None, gt=0, le=86_400, description="reads spread over this long after each period end"
     )
     read_delay_s: float = Field(
-        5.0, ge=0, le=3600, description="the earliest read after a period ends (the meter's "
-        "capture and clock differences)"
+        5.0,
+        ge=0,
+        le=3600,
+        description="the earliest read after a period ends (the meter's "
+        "capture and clock differences)",
     )
 
 

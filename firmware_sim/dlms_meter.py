@@ -284,10 +284,18 @@ class DlmsMeter:
         self._writers: set[asyncio.StreamWriter] = set()
         p = self.state.period_s
         self.profiles = {
-            LOAD_PROFILE: _Profile([(8, CLOCK, 2), (1, STATUS_OBIS, 2), (3, "1.0.1.8.0.255", 2),
-                                    (3, "1.0.2.8.0.255", 2)], p),  # fmt: skip
-            BILLING_PROFILE: _Profile([(8, CLOCK, 2), (3, "1.0.1.8.0.255", 2),
-                                       (3, "1.0.2.8.0.255", 2)], 86400),  # fmt: skip
+            LOAD_PROFILE: _Profile(
+                [
+                    (8, CLOCK, 2),
+                    (1, STATUS_OBIS, 2),
+                    (3, "1.0.1.8.0.255", 2),
+                    (3, "1.0.2.8.0.255", 2),
+                ],
+                p,
+            ),
+            BILLING_PROFILE: _Profile(
+                [(8, CLOCK, 2), (3, "1.0.1.8.0.255", 2), (3, "1.0.2.8.0.255", 2)], 86400
+            ),
             EVENT_LOG: _Profile([(8, CLOCK, 2), (1, EVENT_CODE, 2)], 0),
             FRAUD_LOG: _Profile([(8, CLOCK, 2), (1, FRAUD_CODE, 2)], 0),
         }
@@ -391,7 +399,7 @@ class DlmsMeter:
         )
 
     def _profile(self, obis: str, attr: int, rng: RangeDescriptor | None) -> bytes | None:
-        e, st, prof = _Enc, self.state, self.profiles[obis]
+        e, _st, prof = _Enc, self.state, self.profiles[obis]
         if attr == 3:
             return e.array([e.struct(e.u16(c), e.octets(obis_bytes(o)), e.i8(a), e.u16(0))
                             for c, o, a in prof.columns])  # fmt: skip

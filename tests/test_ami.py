@@ -4,6 +4,7 @@ interval data complete and once, back-fill after outages, billing, events, clock
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ async def test_a_day_of_intervals_once_in_order_then_each_new_period(
     got_ends = [i["end"] for i in intervals(got)]
     assert len(got_ends) == len(set(got_ends)) == 100  # each interval once
     assert got_ends == sorted(got_ends)
-    assert all(b - a == PERIOD * 1000 for a, b in zip(got_ends, got_ends[1:], strict=False))
+    assert all(b - a == PERIOD * 1000 for a, b in itertools.pairwise(got_ends))
     assert all(e % (PERIOD * 1000) == 0 for e in got_ends)  # clock-aligned ends from the meter
     first = intervals(got)[0]
     assert first["start"] == first["end"] - PERIOD * 1000 and first["durationS"] == PERIOD
@@ -190,7 +191,7 @@ async def test_kill_9_during_a_backfill_then_no_interval_published_twice(
     assert not twice, f"intervals in two messages: {sorted(twice)[:3]}"
     assert all(len(c) == 1 for c in copies.values())  # and never with other content
     ends = sorted(copies)
-    assert all(b - a == PERIOD * 1000 for a, b in zip(ends, ends[1:], strict=False))
+    assert all(b - a == PERIOD * 1000 for a, b in itertools.pairwise(ends))
 
 
 async def test_a_drifting_clock_is_set_as_an_event_and_billing_reads_come_once(

@@ -73,14 +73,17 @@ QUESTIONABLE_BITS = 0x02 | 0x20 | 0x80
 #: IDIS event codes (standard event log and fraud detection log)
 POWER_DOWN, POWER_UP, CLOCK_OLD, CLOCK_NEW = 1, 2, 4, 5
 TAMPER_CODES = {40: "terminalCoverRemoved", 41: "terminalCoverClosed", 42: "strongDcField",
-                43: "strongDcFieldGone", 44: "meterCoverRemoved", 45: "meterCoverClosed"}  # fmt: skip
+                43: "strongDcFieldGone", 44: "meterCoverRemoved",
+                45: "meterCoverClosed"}  # fmt: skip
 
 
 def interval_quality(status: int | None) -> dict[str, Any]:
     """The quality an interval's status octet means, with the flags set."""
     s = status or 0
     flags = [name for bit, name in STATUS_BITS.items() if s & bit]
-    validity = "invalid" if s & INVALID_BITS else "questionable" if s & QUESTIONABLE_BITS else "good"
+    validity = (
+        "invalid" if s & INVALID_BITS else "questionable" if s & QUESTIONABLE_BITS else "good"
+    )
     return {"validity": validity, "flags": flags}
 
 
@@ -198,8 +201,10 @@ class MeterCollector:
             if not self._clock_refused:
                 log.warning("meter %s: clock off by %.1f s, setting it refused (%s)",
                             self.name, drift, err)  # fmt: skip
-                self._event("clockAdjustRefused", {"driftS": round(drift, 3),
-                                                   "detail": str(err), "source": "agent"})
+                self._event(
+                    "clockAdjustRefused",
+                    {"driftS": round(drift, 3), "detail": str(err), "source": "agent"},
+                )
             self._clock_refused = True
             return meter
         self._clock_refused = False
@@ -281,7 +286,8 @@ class MeterCollector:
         prof = await driver.profile(obis, start + dt.timedelta(seconds=1), meter_now)
         for row in (r for r in prof.rows if r.time > start):
             body = {
-                "device": self.name, "profile": obis, "billingTime": timestamp(row.time.timestamp()),
+                "device": self.name, "profile": obis,
+                "billingTime": timestamp(row.time.timestamp()),
                 "registers": [{**c.as_dict(), "value": v}
                               for c, v in zip(prof.columns, row.values, strict=False)],
             }  # fmt: skip

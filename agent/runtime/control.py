@@ -70,7 +70,7 @@ from edgetwin.core.clock import Clock, SystemClock
 from edgetwin.core.errors import DeviceError, DeviceRejected, VerificationError
 from edgetwin.core.files import open_state_db, state_dir
 from edgetwin.core.models import Reading
-from edgetwin.drivers.metering import MeterSource
+from edgetwin.drivers.metering import MeterSource, Register
 from edgetwin.twins.base import BoundPoint, event_message
 from edgetwin.twins.control import (
     BadCommand,
@@ -540,14 +540,20 @@ class ControlService:
         mapped = [bp for bp in twin.bound_points() if bp.polled]
         wanted = list(codes) or list(dict.fromkeys(str(bp.spec.address) for bp in mapped))
         try:
-            if isinstance(device.driver, MeterSource):
-                found = await device.use(lambda d: d.registers(wanted), self._read_timeout(device))
+            if isinstance(source := device.driver, MeterSource):
+
+                async def fresh(_driver: object) -> list[Register]:
+                    return await source.registers(wanted)
+
+                found = await device.use(fresh, self._read_timeout(device))
                 readings = [r.as_dict() for r in found]
             else:
                 by_address = {str(bp.spec.address): bp for bp in mapped}
                 missing = [c for c in wanted if c not in by_address]
                 if missing:
-                    raise Refused("unknown_register", f"{missing[0]} is not among this twin's points")
+                    raise Refused(
+                        "unknown_register", f"{missing[0]} is not among this twin's points"
+                    )
                 specs = [by_address[c].spec for c in wanted]
                 got = await device.use(lambda d: d.read(specs), self._read_timeout(device))
                 readings = [{"obis": c, "value": r.value,

@@ -117,6 +117,8 @@ def meter_section(device: dict[str, Any], found: MeterFound) -> str:
             "points = ["]  # fmt: skip
     for fieldname, code in mapped:
         counter = ', kind = "counter"' if fieldname in COUNTER_FIELDS else ""
-        out.append(f"    {{ field = {toml_value(fieldname)}, address = {toml_value(code)}{counter} }},")
+        out.append(
+            f"    {{ field = {toml_value(fieldname)}, address = {toml_value(code)}{counter} }},"
+        )
     out.append("]")
     return "\n".join(out) + "\n"

@@ -65,8 +65,10 @@ async def test_registers_clock_and_a_profile_by_range(tmp_path: Path, security: 
     assert got["nothing"].value is None and got["nothing"].quality.detail == {"badReference"}
     assert got["clock"].value == pytest.approx(meter_now.timestamp(), abs=2)
     assert abs(driver.offset_s or 0) < 2
-    assert prof.period_s == 900 and [c.obis for c in prof.columns] == ["1.0.1.8.0.255",
-                                                                       "1.0.2.8.0.255"]
+    assert prof.period_s == 900 and [c.obis for c in prof.columns] == [
+        "1.0.1.8.0.255",
+        "1.0.2.8.0.255",
+    ]
     assert [c.unit for c in prof.columns] == ["Wh", "Wh"]
     ends = [r.time for r in prof.rows]
     assert ends[0] == end - dt.timedelta(hours=6) and ends[-1] == end and len(ends) == 25
@@ -125,7 +127,7 @@ async def test_a_meter_that_is_not_there_is_unavailable(tmp_path: Path) -> None:
     from edgetwin.agent.tools.broker import free_port
 
     driver = DlmsDriver(config(tmp_path, free_port()), POINTS)
-    with pytest.raises(DeviceUnavailable, match="127.0.0.1"):
+    with pytest.raises(DeviceUnavailable, match=r"127\.0\.0\.1"):
         await driver.connect()
 
 
@@ -217,8 +219,10 @@ async def test_two_meters_on_one_serial_bus_over_hdlc(
     from edgetwin.firmware_sim.dlms_hdlc import HdlcMeterBus
 
     bus_end, agent_end = serial_pair
-    states = {17: MeterState(serial="A", history_days=1), 18: MeterState(serial="B",
-                                                                         history_days=1)}
+    states = {
+        17: MeterState(serial="A", history_days=1),
+        18: MeterState(serial="B", history_days=1),
+    }
     meters = {addr: DlmsMeter(0, state=st) for addr, st in states.items()}
     shared: dict[str, object] = {}
     drivers = {addr: DlmsDriver(config(tmp_path, 0, host=None, serial_port=agent_end,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import socket
 from typing import Any
 
@@ -47,7 +48,9 @@ class Gurux:
         self.client.parseAareResponse(self.exchange(self.client.aarqRequest()).data)
 
     def read(self, obj: Any, attribute: int) -> Any:
-        self.client.updateValue(obj, attribute, self.exchange(self.client.read(obj, attribute)).value)
+        self.client.updateValue(
+            obj, attribute, self.exchange(self.client.read(obj, attribute)).value
+        )
         return obj
 
     def close(self) -> None:
@@ -78,10 +81,14 @@ async def test_an_independent_client_reads_clock_register_and_profile_by_range()
     assert (volts.scaler, volts.unit) == (0.1, UNIT_V) and 229 < volts.value < 233
     pg = got["pg"]
     assert [(o.logicalName, a.attributeIndex) for o, a in pg.captureObjects] == [
-        ("0.0.1.0.0.255", 2), ("0.0.96.10.1.255", 2), ("1.0.1.8.0.255", 2), ("1.0.2.8.0.255", 2)]
+        ("0.0.1.0.0.255", 2),
+        ("0.0.96.10.1.255", 2),
+        ("1.0.1.8.0.255", 2),
+        ("1.0.2.8.0.255", 2),
+    ]
     ends = [row[0].value.timestamp() for row in pg.buffer]
     assert ends[0] == got["start"].timestamp() and ends[-1] == got["end"].timestamp()
-    assert len(ends) == 13 and all(b - a == 900 for a, b in zip(ends, ends[1:], strict=False))
+    assert len(ends) == 13 and all(b - a == 900 for a, b in itertools.pairwise(ends))
     for row in pg.buffer:
         assert tuple(row[2:]) == state.energy(int(row[0].value.timestamp())) and row[1] == 0
 
@@ -95,6 +102,6 @@ async def test_an_independent_client_with_a_wrong_password_is_refused() -> None:
             g.sock.close()
 
     async with DlmsMeter(0) as meter:
-        with pytest.raises(Exception, match="(?i)authentication|rejected|denied"):
+        with pytest.raises(Exception, match=r"(?i)authentication|rejected|denied"):
             await asyncio.to_thread(attempt, meter.port)
         assert meter.associations == 0
