@@ -272,3 +272,51 @@ async def test_an_on_demand_read_by_signed_command_answers_with_fresh_registers(
                        "quality": "invalid"}  # fmt: skip
     assert everything is not None
     assert [r["obis"] for r in everything["readings"]] == ["1.0.1.8.0.255", "1.0.32.7.0.255"]
+
+
+async def test_many_meters_one_failing_delays_no_other_and_its_status_says_so(
+    tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
+) -> None:
+    from edgetwin.agent.operations.metrics import render
+
+    files = secrets(tmp_path / "secrets")
+    clock = ShiftedClock()
+    meters = [DlmsMeter(free_port(), state=MeterState(history_days=2, now=clock.time))
+              for _ in range(3)]  # fmt: skip
+    for m in meters:
+        await m.start()
+    meters[0].fault = "silent"
+    try:
+        body = "".join(dlms_body(m.port, files).replace('"m1"', f'"m{i}"')
+                       .replace(MRID, MRID[:-1] + str(i)) for i, m in enumerate(meters))  # fmt: skip
+        cfg = write_config(tmp_path, keys, mosquitto.port, body)
+        with subscribed(mosquitto.url, keys["trust"]) as got:
+            async with running(cfg, clock) as agent:
+
+                def per_meter() -> dict[str, int]:
+                    out: dict[str, int] = {}
+                    for r in got.reports:
+                        if "MeterIntervalProfile" in r["topic"]:
+                            block = r["payload"]["intervalBlock"]
+                            out[block["device"]] = out.get(block["device"], 0) + len(
+                                block["intervals"])
+                    return out
+
+                await until(lambda: per_meter().get("m1", 0) >= 96
+                            and per_meter().get("m2", 0) >= 96, 30, "two meters' day")  # fmt: skip
+                clock.shift(3 * PERIOD)
+                for name in ("m1", "m2"):
+                    agent.meters[name].wake()
+                await until(lambda: per_meter().get("m2", 0) >= 99, 30, "m2's next intervals")
+                await until(lambda: agent.status()["meters"]["m0"]["last_error"], 30, "m0 failed")
+                status = agent.status()["meters"]
+                metrics = render(agent.status(), 0.0).decode()
+    finally:
+        for m in meters:
+            await m.stop()
+    assert "m0" not in per_meter()  # the silent meter published nothing
+    assert status["m0"]["last_error"] and status["m0"]["last_success"] is None
+    assert status["m2"]["last_error"] is None and status["m2"]["intervals_behind"] == 0
+    assert 'edgetwin_meter_failing{meter="m0"} 1.0' in metrics
+    assert 'edgetwin_meter_failing{meter="m2"} 0.0' in metrics
+    assert 'edgetwin_meter_intervals_behind{meter="m2"} 0.0' in metrics

@@ -37,6 +37,7 @@ class SnapshotCollector(Collector):
         yield _counter("points_read", "readings taken into twins", s.get("points_read", 0))
         yield _counter("reports", "profile messages queued for publishing", s.get("reports", 0))
         yield from self._devices(s.get("devices") or {})
+        yield from self._meters(s.get("meters") or {})
         yield from self._outbox(s.get("outbox") or {})
         mqtt = s.get("mqtt") or {}
         yield _gauge(
@@ -79,6 +80,32 @@ class SnapshotCollector(Collector):
                     buckets.append((_bound(bound), cumulative))
                 hist.add_metric([name], buckets, d.get("poll_seconds_total", 0.0))
         yield from (avail, polls, fails, over, dur, hist)
+
+    def _meters(self, meters: Mapping[str, Any]) -> Iterator[Metric]:
+        """The data concentrator, per meter (``agent.runtime.ami``)."""
+        behind = GaugeMetricFamily(f"{PREFIX}_meter_intervals_behind", "load profile intervals "
+                                   "the meter holds and the agent has not published",
+                                   labels=["meter"])  # fmt: skip
+        last = GaugeMetricFamily(f"{PREFIX}_meter_last_read_timestamp_seconds",
+                                 "when the meter was last read successfully", labels=["meter"])
+        reads = CounterMetricFamily(f"{PREFIX}_meter_reads", "successful read cycles",
+                                    labels=["meter"])  # fmt: skip
+        published = CounterMetricFamily(f"{PREFIX}_meter_intervals_published",
+                                        "intervals published", labels=["meter"])  # fmt: skip
+        offset = GaugeMetricFamily(f"{PREFIX}_meter_clock_offset_seconds", "the meter's clock "
+                                   "minus the agent's, at the last read", labels=["meter"])
+        failing = GaugeMetricFamily(f"{PREFIX}_meter_failing", "1 while the last read failed",
+                                    labels=["meter"])  # fmt: skip
+        for name, m in meters.items():
+            behind.add_metric([name], m.get("intervals_behind", 0))
+            if m.get("last_success") is not None:
+                last.add_metric([name], m["last_success"])
+            reads.add_metric([name], m.get("reads", 0))
+            published.add_metric([name], m.get("intervals_published", 0))
+            if m.get("clock_offset_s") is not None:
+                offset.add_metric([name], m["clock_offset_s"])
+            failing.add_metric([name], int(m.get("last_error") is not None))
+        yield from (behind, last, reads, published, offset, failing)
 
     def _outbox(self, o: Mapping[str, Any]) -> Iterator[Metric]:
         yield _gauge("outbox_depth", "messages waiting in the outbox", o.get("depth", 0))

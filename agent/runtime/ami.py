@@ -113,7 +113,6 @@ class MeterCollector:
         self.last_error: str | None = None
         self.reads = 0
         self.intervals = 0
-        self.behind = 0
         self.offset_s: float | None = None
         self._wake = asyncio.Event()
         self._clock_refused = False  # announced once, until a set succeeds
@@ -238,10 +237,6 @@ class MeterCollector:
                 if end >= meter_now:
                     break
                 start = end  # a day the meter holds nothing of (switched off): go on
-        period = self.period_s or 900
-        last = self.mark(obis)
-        if last is not None:
-            self.behind = max(0, int((meter_now.timestamp() - last.timestamp()) // period))
 
     def _publish_block(
         self,
@@ -339,16 +334,26 @@ class MeterCollector:
         self.outbox.submit(METER_EVENT.topic(self.prefix, self.mrid), pack(payload), EVENT,
                            mark=mark)  # fmt: skip
 
+    def intervals_behind(self) -> int:
+        """Load profile intervals that are due (their read time has passed) and not published;
+        0 before the first read."""
+        if not self.s.load_profile or (last := self.mark(self.s.load_profile)) is None:
+            return 0
+        period = self.period_s or 900
+        due = self.clock.time() + (self.offset_s or 0.0) - self.s.read_delay_s
+        due -= self.spread_s(period)
+        return max(0, int((due - last.timestamp()) // period))
+
     def status(self) -> dict[str, Any]:
         marks = {o: (m.timestamp() if (m := self.mark(o)) else None)
                  for o in [self.s.load_profile, self.s.billing_profile, *self.s.event_logs]
                  if o}  # fmt: skip
         return {
             "last_success": self.last_success,
-            "last_error": self.last_error,
+            "last_error": self.last_error or self.device.stats.last_error,
             "reads": self.reads,
             "intervals_published": self.intervals,
-            "intervals_behind": self.behind,
+            "intervals_behind": self.intervals_behind(),
             "clock_offset_s": None if self.offset_s is None else round(self.offset_s, 3),
             "marks": marks,
         }

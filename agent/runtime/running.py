@@ -91,8 +91,10 @@ class RunningDevice:
                 _honour_cancellation()
                 if not connected:
                     try:
-                        async with asyncio.timeout(cfg.connect_timeout_s):
-                            await self.driver.connect()
+                        async with self._io:  # ``use`` may have connected it meanwhile
+                            if not self._connected:
+                                async with asyncio.timeout(cfg.connect_timeout_s):
+                                    await self.driver.connect()
                         connected = True
                         self._connected = True
                     except Exception as err:
@@ -174,7 +176,8 @@ class RunningDevice:
         self._connected = False
         if not isinstance(err, DeviceError | TimeoutError | OSError):
             log.exception("device %s: unexpected error from the driver", self.config.name)
-        await self.driver.close()
+        async with self._io:  # never under a ``use`` in progress
+            await self.driver.close()
         self._failed(err)
         await self._clock.sleep(backoff.next())
         self._next_slot = None
