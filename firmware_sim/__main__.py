@@ -71,7 +71,8 @@ async def _serve_dlms(args: Any) -> None:
     from edgetwin.firmware_sim.dlms_meter import DlmsMeter, MeterState
 
     def make(i: int, port: int) -> DlmsMeter:
-        state = MeterState(serial=f"EDG{i + 1:07d}", history_days=args.days)
+        state = MeterState(serial=f"EDG{i + 1:07d}", history_days=args.days,
+                           period_s=args.period_s)  # fmt: skip
         return DlmsMeter(port, state=state, security=args.security,
                          password=args.password.encode(), ek=bytes(range(16)),
                          ak=bytes(range(16, 32)))  # fmt: skip
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--security", choices=["none", "lls", "hls-gmac"], default="lls")
     g.add_argument("--password", default="12345678", help="the LLS password")
     g.add_argument("--days", type=float, default=35, help="days of load profile held")
+    g.add_argument("--period-s", type=int, default=900, help="the load profile's period")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
