@@ -299,7 +299,8 @@ async def test_many_meters_one_failing_delays_no_other_and_its_status_says_so(
                         if "MeterIntervalProfile" in r["topic"]:
                             block = r["payload"]["intervalBlock"]
                             out[block["device"]] = out.get(block["device"], 0) + len(
-                                block["intervals"])
+                                block["intervals"]
+                            )
                     return out
 
                 await until(lambda: per_meter().get("m1", 0) >= 96

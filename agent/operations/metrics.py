@@ -86,14 +86,20 @@ class SnapshotCollector(Collector):
         behind = GaugeMetricFamily(f"{PREFIX}_meter_intervals_behind", "load profile intervals "
                                    "the meter holds and the agent has not published",
                                    labels=["meter"])  # fmt: skip
-        last = GaugeMetricFamily(f"{PREFIX}_meter_last_read_timestamp_seconds",
-                                 "when the meter was last read successfully", labels=["meter"])
+        last = GaugeMetricFamily(
+            f"{PREFIX}_meter_last_read_timestamp_seconds",
+            "when the meter was last read successfully",
+            labels=["meter"],
+        )
         reads = CounterMetricFamily(f"{PREFIX}_meter_reads", "successful read cycles",
                                     labels=["meter"])  # fmt: skip
         published = CounterMetricFamily(f"{PREFIX}_meter_intervals_published",
                                         "intervals published", labels=["meter"])  # fmt: skip
-        offset = GaugeMetricFamily(f"{PREFIX}_meter_clock_offset_seconds", "the meter's clock "
-                                   "minus the agent's, at the last read", labels=["meter"])
+        offset = GaugeMetricFamily(
+            f"{PREFIX}_meter_clock_offset_seconds",
+            "the meter's clock minus the agent's, at the last read",
+            labels=["meter"],
+        )
         failing = GaugeMetricFamily(f"{PREFIX}_meter_failing", "1 while the last read failed",
                                     labels=["meter"])  # fmt: skip
         for name, m in meters.items():
