@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgetwin.core.models import FAILURE, GOOD, Reading
 from edgetwin.twins.base import PointMapTwin, TwinSpec
@@ -169,3 +171,38 @@ def test_a_position_that_cannot_be_read_is_invalid() -> None:
     ]["Pos"]
     assert pos["stVal"] == "invalid"
     assert pos["q"]["validity"] == "invalid" and pos["q"]["detailQual"]["failure"] is True
+
+
+def test_a_meter_read_request_names_obis_codes() -> None:
+    from edgetwin.twins.meter import MeterTwin
+
+    twin = make(MeterTwin, [{"field": "readingMMTR.SupWh", "address": "1.0.1.8.0.255"}])
+    body = {"meterControl": MeterTwin.control.body("read", registers=["1.0.1.8.0.255"] * 2)}
+    assert twin.actions() == ("read",)
+    assert twin.parse_command(body) == Command("read", reads=("1.0.1.8.0.255",))
+    assert twin.parse_command({"meterControl": {"readRequest": {"registers": []}}}).reads == ()
+    for bad in ([1], ["1.8.0"], ["1.0.1.8.0.255"] * 33, "1.0.1.8.0.255", None):
+        with pytest.raises(BadCommand, match="malformed"):
+            twin.parse_command({"meterControl": {"readRequest": {"registers": bad}}})
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=40) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+        ),
+        max_leaves=60,
+    )
+)
+def test_any_meter_control_body_is_a_read_or_a_refusal(body: object) -> None:
+    from edgetwin.twins.meter import MeterTwin
+
+    twin = make(MeterTwin, [{"field": "readingMMTR.SupWh", "address": "1.0.1.8.0.255"}])
+    for candidate in (body, {"meterControl": {"readRequest": {"registers": body}}}):
+        try:
+            command = twin.parse_command(candidate)  # type: ignore[arg-type]
+        except BadCommand:
+            continue
+        assert command.action == "read" and command.reads is not None
+        assert len(command.reads) <= 32
