@@ -68,6 +68,7 @@ from edgetwin.drivers.metering import (
     MeteringSettings,
     Profile,
     ProfileRow,
+    Push,
     Register,
 )
 from edgetwin.drivers.streams import SerialSettings
@@ -198,6 +199,8 @@ class DlmsDriver:
             assert c.host is not None
             self._transport = WrapperTransport(c.host, c.port, c.client_address, c.server_address)
         self._linked = False
+        self._meter_title: bytes | None = None  # learned at association (HLS)
+        self._push_ic = -1  # the last invocation counter of a ciphered push
         self._conn: DlmsConnection | None = None
         self._scalers: dict[tuple[int, str], tuple[int, str | None]] = {}
         self._shapes: dict[str, tuple[int, list[tuple[int, str, int]]]] = {}
@@ -253,6 +256,7 @@ class DlmsDriver:
             if not isinstance(answer, xdlms.ActionResponseNormalWithData):
                 raise DeviceRejected("HLS: the meter refused our response to its challenge",
                                      answer="authentication failure")  # fmt: skip
+            self._meter_title = conn.meter_system_title
             if conn.state.current_state != dlms_state.READY:  # it checked the meter's answer
                 raise DeviceRejected("HLS: the meter's answer to our challenge is wrong",
                                      answer="authentication failure")  # fmt: skip
@@ -462,6 +466,42 @@ class DlmsDriver:
         rows.sort(key=lambda r: r.time)
         return Profile(code, period, tuple(described), rows)
 
+    # -- PushSource ---------------------------------------------------------------------------
+    def open_push(self, peer: str, apdu: bytes) -> Push | None:
+        """A data-notification from this meter: plain from its ``host`` (security ``none`` /
+        ``lls``), or general-glo-ciphered with its system title (``hls-gmac``: deciphered
+        and authenticated with its keys, invocation counter strictly increasing)."""
+        c = self._config
+        if apdu[:1] == b"\x0f":
+            if c.host is None or peer != c.host:
+                return None
+            if c.security == "hls-gmac":
+                raise ValueError("a plain push from a meter whose security is hls-gmac")
+            return parse_notification(apdu)
+        if apdu[:1] != b"\xdb" or c.security != "hls-gmac" or self._meter_title is None:
+            return None
+        try:
+            title, pos = _octets(apdu, 1)
+            content, _ = _octets(apdu, pos)
+        except AxdrError:
+            return None
+        if title != self._meter_title:
+            return None
+        if len(content) < 5 + 12:
+            raise ValueError("a ciphered push too short to hold its tag")
+        ic = int.from_bytes(content[1:5], "big")
+        seen = max(self._push_ic, self._conn.meter_invocation_counter if self._conn else -1)
+        if ic <= seen:
+            raise ValueError(f"a replayed push (invocation counter {ic}, last {seen})")
+        assert self._ek is not None and self._ak is not None
+        try:
+            sc = security.SecurityControlField.from_bytes(content[0:1])
+            plain = security.decrypt(sc, title, ic, self._ek, content[5:], self._ak)
+        except Exception as err:  # a wrong tag: forged, or another key
+            raise ValueError(f"a push that fails authentication ({type(err).__name__})") from None
+        self._push_ic = ic
+        return parse_notification(plain)
+
     async def object_list(self) -> list[tuple[int, str]]:
         """``(class_id, obis)`` of every object the association lists (for discovery)."""
         items = await self.get_value(15, ASSOCIATION_OBIS, 2)
@@ -470,3 +510,31 @@ class DlmsDriver:
             if isinstance(item, list) and len(item) >= 3 and isinstance(item[0], int):
                 out.append((item[0], obis_text(item[2])))
         return out
+
+
+def _octets(data: bytes, pos: int) -> tuple[bytes, int]:
+    """A length-prefixed octet string at ``pos`` (no tag) and the position after it."""
+    if pos >= len(data):
+        raise AxdrError("data ends before a length")
+    n, start = data[pos], pos + 1
+    if n & 0x80:
+        size = n & 0x7F
+        if not 1 <= size <= 3:
+            raise AxdrError("bad length")
+        n, start = int.from_bytes(data[start : start + size], "big"), start + size
+    if start + n > len(data):
+        raise AxdrError("data ends early")
+    return data[start : start + n], start + n
+
+
+def parse_notification(apdu: bytes) -> Push:
+    """A data-notification APDU: tag 15, long-invoke-id-and-priority, date-time (an octet
+    string, empty or 12 octets), notification body (one Data); ``ValueError`` otherwise."""
+    try:
+        if apdu[:1] != b"\x0f" or len(apdu) < 6:
+            raise AxdrError("not a data-notification")
+        stamp, pos = _octets(apdu, 5)
+        when = cosem_datetime(stamp)[0] if len(stamp) == 12 else None
+        return Push(when, decode(apdu[pos:]))
+    except AxdrError as err:
+        raise ValueError(f"malformed data-notification: {err}") from None

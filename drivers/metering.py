@@ -97,6 +97,26 @@ class Register:
                 "quality": "good" if self.value is not None else "invalid"}  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A notification the meter sent by itself (a DLMS data-notification: a last gasp, an
+    alarm): when the meter says it happened (if it says), and its values as decoded."""
+
+    time: dt.datetime | None
+    values: Any
+
+
+@runtime_checkable
+class PushSource(Protocol):
+    """A meter driver that recognises and opens (deciphers, checks) what its meter pushes."""
+
+    def open_push(self, peer: str, apdu: bytes) -> Push | None:
+        """The push, when ``apdu`` from ``peer`` (an IP address) is this meter's and genuine;
+        ``None`` when it is another meter's. Raises ``ValueError`` for one that claims to be
+        this meter's but fails its checks (forged, replayed, malformed)."""
+        ...
+
+
 @runtime_checkable
 class MeterSource(Protocol):
     """A driver that reads a meter's memory (always between polls: the runtime serialises)."""

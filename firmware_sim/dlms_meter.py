@@ -328,6 +328,36 @@ class DlmsMeter:
         self.state.events += [(t, POWER_DOWN), (t + 1, POWER_UP)]
         self.drop_connections()
 
+    def notification(self, body: bytes) -> bytes:
+        """A data-notification APDU with ``body`` (one encoded Data), ciphered with the global
+        key when the meter's security is HLS (general-glo-ciphering, its system title)."""
+        now = dt.datetime.fromtimestamp(self.state.time(), UTC)
+        plain = b"\x0f\x00\x00\x00\x01" + _Enc.datetime(now)[1:] + body
+        if self.security != "hls-gmac":
+            return plain
+        assert self.ek is not None and self.ak is not None
+        sc = security.SecurityControlField(0, authenticated=True, encrypted=True)
+        ic = self.invocation_counter
+        self.invocation_counter += 1
+        text = sc.to_bytes() + ic.to_bytes(4, "big")
+        text += security.encrypt(sc, self.system_title, ic, self.ek, plain, self.ak)
+        return (b"\xdb" + _Enc.length(len(self.system_title)) + self.system_title
+                + _Enc.length(len(text)) + text)  # fmt: skip
+
+    async def push(self, host: str, port: int, apdu: bytes | None = None) -> None:
+        """Call the data concentrator and send one push (default: a last gasp -- the meter's
+        serial number and the power-down event code)."""
+        if apdu is None:
+            e = _Enc
+            apdu = self.notification(e.struct(e.octets(self.state.serial.encode()),
+                                              e.u16(POWER_DOWN)))  # fmt: skip
+        _reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"\x00\x01\x00\x01\x00\x66" + len(apdu).to_bytes(2, "big") + apdu)
+        await writer.drain()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
     def tamper(self, when: float | None = None) -> None:
         self.state.fraud.append((self.state.time() if when is None else when, COVER_REMOVED))
 

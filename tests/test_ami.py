@@ -321,3 +321,45 @@ async def test_many_meters_one_failing_delays_no_other_and_its_status_says_so(
     assert 'edgetwin_meter_failing{meter="m0"} 1.0' in metrics
     assert 'edgetwin_meter_failing{meter="m2"} 0.0' in metrics
     assert 'edgetwin_meter_intervals_behind{meter="m2"} 0.0' in metrics
+
+
+async def test_a_last_gasp_push_is_published_and_the_meter_read_at_once(
+    tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
+) -> None:
+    """A ciphered data-notification (HLS) to ``[metering] push_port``: published as an event,
+    the event log read at once (the lastGasp with its time), a replay and a forgery refused."""
+    files = secrets(tmp_path / "secrets")
+    ek, ak = bytes(range(16)), bytes(range(16, 32))
+    state = MeterState(history_days=1)
+    push_port = free_port()
+    async with DlmsMeter(free_port(), state=state, security="hls-gmac", ek=ek, ak=ak) as meter:
+        body = f"[metering]\npush_port = {push_port}\n\n" + dlms_body(
+            meter.port, files, security="hls-gmac", event_logs=[EVENT_LOG]
+        )
+        cfg = write_config(tmp_path, keys, mosquitto.port, body)
+        with subscribed(mosquitto.url, keys["trust"]) as got:
+            async with running(cfg) as agent:
+                collector = agent.meters["m1"]
+                await until(lambda: collector.reads >= 1, 30, "the first read")
+                down = state.time() - 5
+                state.events.append((down, 1))  # the meter logged the power failure
+                apdu = meter.notification(b"\x02\x02\x09\x03EDG\x12\x00\x01")
+                await meter.push("127.0.0.1", push_port, apdu)
+                await until(lambda: events(got, "pushNotification"), 30, "the push event")
+                await until(lambda: events(got, "lastGasp"), 30, "the lastGasp from the log")
+                await meter.push("127.0.0.1", push_port, apdu)  # the same one again: replayed
+                forger = DlmsMeter(0, security="hls-gmac", ek=bytes(16), ak=ak)
+                forger.invocation_counter = meter.invocation_counter + 100
+                await meter.push("127.0.0.1", push_port,
+                                 forger.notification(b"\x12\x00\x01"))  # fmt: skip
+                await meter.push("127.0.0.1", push_port, b"\x0f\x00")  # plain, garbage
+                assert agent.push is not None
+                await until(lambda: agent.push is not None
+                            and agent.push.counters["received"] >= 4, 30)  # fmt: skip
+                counters = dict(agent.push.counters)
+                reads = collector.reads
+    (pushed,) = events(got, "pushNotification")
+    assert pushed["values"] == ["454447", 1] and pushed["source"] == "meterPush"
+    assert any(e["raisedAt"]["seconds"] == int(down) for e in events(got, "lastGasp"))
+    assert reads >= 2  # the push made it read now, not at the next period
+    assert counters["accepted"] == 1 and counters["refused"] >= 2

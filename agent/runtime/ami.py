@@ -18,7 +18,9 @@ per-meter offset spreading the meters over ``read_window_s``):
    capture during a power failure) are listed as ``gaps``: the centre knows they will never
    come. The first read of a meter goes ``backfill_days`` back.
 3. **Billing profile** (when configured): each snapshot once, on ``MeterBillingProfile``.
-4. **Event logs**: power down / up become ``lastGasp`` / ``restore`` events of the meter's twin
+4. **Pushes** (``agent.runtime.push``): a data-notification the meter sends by itself is
+   published as a ``pushNotification`` event and the meter is read at once.
+5. **Event logs**: power down / up become ``lastGasp`` / ``restore`` events of the meter's twin
    (the restore with the outage's duration, as the voltage analytics report them), tamper
    codes ``tamper``, clock changes ``clockAdjusted``, on ``MeterEventProfile``.
 
@@ -50,7 +52,7 @@ from edgetwin.agent.runtime.backoff import Backoff
 from edgetwin.agent.runtime.running import RunningDevice
 from edgetwin.core.clock import Clock
 from edgetwin.core.errors import DeviceError, DeviceRejected
-from edgetwin.drivers.metering import MeteringSettings, MeterSource, Profile, ProfileRow
+from edgetwin.drivers.metering import MeteringSettings, MeterSource, Profile, ProfileRow, Push
 from edgetwin.wire.envelope import pack
 from edgetwin.wire.openfmb import (
     METER_BILLING,
@@ -116,6 +118,7 @@ class MeterCollector:
         self.offset_s: float | None = None
         self._wake = asyncio.Event()
         self._clock_refused = False  # announced once, until a set succeeds
+        self.pushes = 0
 
     # -- marks -------------------------------------------------------------------------------
     def _mark_name(self, obis: str) -> str:
@@ -334,6 +337,21 @@ class MeterCollector:
         self.outbox.submit(METER_EVENT.topic(self.prefix, self.mrid), pack(payload), EVENT,
                            mark=mark)  # fmt: skip
 
+    def on_push(self, push: Push) -> None:
+        """The meter pushed (a last gasp, an alarm): publish what it said, read it now."""
+        at = push.time.timestamp() if push.time else self.clock.time()
+        self.pushes += 1
+        self._event(
+            "pushNotification",
+            {
+                "device": self.name,
+                "pushedAt": at,
+                "values": _plain(push.values),
+                "source": "meterPush",
+            },
+        )
+        self.wake()
+
     def intervals_behind(self) -> int:
         """Load profile intervals that are due (their read time has passed) and not published;
         0 before the first read."""
@@ -353,7 +371,17 @@ class MeterCollector:
             "last_error": self.last_error or self.device.stats.last_error,
             "reads": self.reads,
             "intervals_published": self.intervals,
+            "pushes": self.pushes,
             "intervals_behind": self.intervals_behind(),
             "clock_offset_s": None if self.offset_s is None else round(self.offset_s, 3),
             "marks": marks,
         }
+
+
+def _plain(value: Any) -> Any:
+    """A pushed value for the message: octet strings as hex, nesting kept (bounded)."""
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list):
+        return [_plain(v) for v in value[:64]]
+    return value

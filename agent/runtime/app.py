@@ -37,6 +37,7 @@ from edgetwin.agent.runtime.localstate import (
     write_json,
 )
 from edgetwin.agent.runtime.pipeline import Pipeline
+from edgetwin.agent.runtime.push import PushListener
 from edgetwin.agent.runtime.running import RunningDevice
 from edgetwin.agent.runtime.state import AgentState
 from edgetwin.core import __version__
@@ -67,6 +68,7 @@ class Agent:
         self.pipeline: Pipeline | None = None
         self.devices: list[RunningDevice] = []
         self.meters: dict[str, MeterCollector] = {}  # the data concentrator, per meter
+        self.push: PushListener | None = None  # where meters push to ([metering])
         self.started = time.time()
         self.ready = asyncio.Event()
         self.control: ControlService | None = None
@@ -153,6 +155,10 @@ class Agent:
                     RunningDevice(dev, driver, polled, pipeline.on_readings, self.clock)
                 )
             self._meters(outbox)
+            m = self.config.agent.metering
+            if m is not None:
+                self.push = PushListener(m.push_bind, m.push_port, self.meters)
+                await self.push.start()  # before anything runs: a port in use stops the start
             await self._start_http()  # before anything runs: a port in use stops the start
             self.control = self._control(outbox)
             async with asyncio.TaskGroup() as tg:
@@ -177,6 +183,8 @@ class Agent:
                 self.notifier.notify("STOPPING=1")
                 if self.http is not None:
                     await self.http.stop()
+                if self.push is not None:
+                    await self.push.stop()
                 if self._listener is not None:
                     await asyncio.to_thread(self._listener.stop)  # no new commands
                 for d in self.devices:
@@ -399,6 +407,7 @@ class Agent:
             },
             "control": self.control.status() if self.control else None,
             "meters": {name: m.status() for name, m in self.meters.items()},
+            "pushes": self.push.status() if self.push else None,
         }
 
     def _write_status(self, snapshot: dict[str, Any] | None = None) -> None:

@@ -91,6 +91,14 @@ class HttpConfig(_Strict):
     port: int = Field(9108, ge=0, le=65535, description="0: any free port")
 
 
+class MeteringConfig(_Strict):
+    """Where meters push to (DLMS data notifications: last gasp, alarms), the IEC 62056-47
+    wrapper over TCP (``agent.runtime.push``)."""
+
+    push_bind: Host = Field("127.0.0.1", description="0.0.0.0 to hear meters on the network")
+    push_port: int = Field(4059, ge=0, le=65535, description="0: any free port")
+
+
 class TwinConfig(_Strict):
     mrid: str
     kind: str
@@ -149,6 +157,7 @@ class AgentFile(_Strict):
     outbox: OutboxConfig = OutboxConfig()
     control: ControlConfig | None = None
     http: HttpConfig | None = None
+    metering: MeteringConfig | None = None
     reporting: ReportingSettings = ReportingSettings(integrity_period_s=300.0)
     alarm_flood: FloodSettings = FloodSettings()
     rules_save_interval_s: float = Field(5.0, gt=0, description="rule state saved this often")

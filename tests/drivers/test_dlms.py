@@ -251,3 +251,21 @@ async def test_two_meters_on_one_serial_bus_over_hdlc(
     assert r17.quality.is_good and r18.quality.is_good  # type: ignore[attr-defined]
     assert len(p17.rows) == len(p18.rows) == 16  # type: ignore[attr-defined]
     assert again[0].quality.is_good and bus.frames > 40  # the buffers came in segments
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    apdu=st.binary(max_size=200),
+    prefix=st.sampled_from([b"", b"\x0f", b"\xdb\x08EDG\x00\x00\x00\x00\x01"]),
+)
+def test_any_push_is_this_meters_another_or_refused(
+    tmp_path: Path, apdu: bytes, prefix: bytes
+) -> None:
+    for security in ("lls", "hls-gmac"):
+        driver = DlmsDriver(config(tmp_path, 4059, security=security), POINTS)
+        driver._meter_title = b"EDG\x00\x00\x00\x00\x01"  # as learned at an association
+        try:
+            push = driver.open_push("127.0.0.1", prefix + apdu)
+        except ValueError:
+            continue
+        assert push is None or (prefix + apdu)[:1] == b"\x0f"
