@@ -278,6 +278,7 @@ class DlmsMeter:
         self.fault: str | None = None
         self.delay_s = 0.0  # every answer this late (a slow meter, a slow line)
         self.powered = True
+        self._down_at = 0.0
         self.requests = 0
         self.associations = 0
         self._server: asyncio.Server | None = None
@@ -322,6 +323,22 @@ class DlmsMeter:
     def drop_connections(self) -> None:
         for w in list(self._writers):
             w.close()
+
+    def power_down(self) -> None:
+        """The meter loses its supply: it stops answering and logs the power failure."""
+        self.powered = False
+        self._down_at = self.state.time()
+        self.state.events.append((self._down_at, POWER_DOWN))
+        self.drop_connections()
+
+    def power_up(self) -> None:
+        """Supply back: the intervals in between were not captured, the restore is logged."""
+        if self.powered:
+            return
+        self.powered = True
+        now = self.state.time()
+        self.state.outages.append((self._down_at, now))
+        self.state.events.append((now, POWER_UP))
 
     def reboot(self) -> None:
         t = self.state.time()

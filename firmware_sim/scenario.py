@@ -5,7 +5,7 @@
     linger_s = 5
     [[devices]]
     name = "meter1"
-    kind = "meter"              # meter | inverter | substation | rtu_line | dnp3 | iec104
+    kind = "meter"              # meter | inverter | substation | rtu_line | dnp3 | iec104 | dlms
     port = 5020                 # TCP devices; rtu_line: serial_port = "/dev/pts/7", units = [1, 2]
                                 # dnp3: port or serial_port, outstations = [10, 11]
     proxy_port = 5021           # optional: clients connect here, through a fault proxy
@@ -15,6 +15,7 @@
     unit = 2                    # rtu_line only: which unit misbehaves
     fault = "silent"            # none | busy | illegal | silent | garbage | slow | drop | restart
                                 # dnp3 / iec104 also: quality | local | overflow | need_time
+                                # dlms also: password | invalid | outage | drift
     seconds = 2.0               # slow: answer delay; restart: downtime
 
 ``busy`` / ``illegal`` answer Modbus exception 6 / 2, ``silent`` stops answering, ``garbage``
@@ -32,6 +33,13 @@ connection), ``slow`` (answers ``seconds`` late), ``quality`` (``point`` -- ``"a
 an IOA for IEC 104 -- gets ``flags``, e.g. ``["comm_lost"]`` or ``["Invalid"]``; no flags: good
 again), ``local`` (``breaker`` N refuses commands; ``none`` gives it back), ``overflow`` (DNP3:
 more events than the buffer holds, IIN2.3) and ``need_time`` (DNP3: IIN1.4).
+
+A DLMS meter (``dlms``: ``firmware_sim.dlms_meter``, LLS with ``password``, 35 days of
+profile) takes ``silent``, ``slow`` (``seconds`` late), ``drop`` (connections closed),
+``restart`` (a reboot: dropped, power down / up logged), ``password`` (its password changes:
+the agent's is now wrong), ``invalid`` (the current interval flagged data not valid),
+``outage`` (the supply fails: no answers, no capture, logged; ``none`` brings it back) and
+``drift`` (its clock moves by ``seconds``); ``none`` clears every fault.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ class _Strict(BaseModel):
 
 class DeviceEntry(_Strict):
     name: str
-    kind: Literal["meter", "inverter", "substation", "rtu_line", "dnp3", "iec104"]
+    kind: Literal["meter", "inverter", "substation", "rtu_line", "dnp3", "iec104", "dlms"]
     port: int | None = Field(None, ge=1, le=65535)
     serial_port: str | None = None
     units: list[int] = Field(default_factory=lambda: [1])
@@ -64,6 +72,7 @@ class DeviceEntry(_Strict):
     outstations: list[int] = Field(default_factory=lambda: [10])  # dnp3 link addresses
     breakers: int = Field(2, ge=0, le=256)
     feeders: int = Field(2, ge=0, le=1000)
+    password: str = "12345678"  # dlms: the LLS password
 
     @model_validator(mode="after")
     def _address(self) -> DeviceEntry:
@@ -80,7 +89,8 @@ class Step(_Strict):
     at: float = Field(ge=0)
     device: str
     fault: Literal["none", "busy", "illegal", "silent", "garbage", "slow", "drop", "restart",
-                   "quality", "local", "overflow", "need_time"]  # fmt: skip
+                   "quality", "local", "overflow", "need_time", "password", "invalid",
+                   "outage", "drift"]  # fmt: skip
     unit: int | None = None
     seconds: float = Field(1.0, ge=0)
     outstation: int | None = None  # dnp3: which outstation (default: the first)
@@ -103,6 +113,11 @@ class Scenario(_Strict):
                 raise ValueError(f"steps[{i}]: unknown device {step.device!r}")
             wire = step.fault in ("silent", "slow", "drop", "restart", "none")
             scada = step.fault in ("quality", "local", "overflow", "need_time")
+            meter = step.fault in ("password", "invalid", "outage", "drift")
+            if meter != (device.kind == "dlms") and meter:
+                raise ValueError(f"steps[{i}]: {step.fault!r} is for dlms meters")
+            if device.kind == "dlms" and not (meter or wire):
+                raise ValueError(f"steps[{i}]: a dlms meter cannot be {step.fault!r}")
             if scada != (device.kind in ("dnp3", "iec104")) and scada:
                 raise ValueError(f"steps[{i}]: {step.fault!r} is for dnp3 and iec104 stations")
             if device.kind in ("dnp3", "iec104") and not (scada or wire):
@@ -148,6 +163,10 @@ def _build(entry: DeviceEntry) -> Any:
             feeders=entry.feeders,
             seed=entry.seed,
         )
+    if entry.kind == "dlms":
+        from edgetwin.firmware_sim.dlms_meter import DlmsMeter
+
+        return DlmsMeter(entry.port or 0, password=entry.password.encode())
     if entry.kind == "iec104":
         from edgetwin.firmware_sim.iec104_station import Iec104Station
 
@@ -189,7 +208,34 @@ def _apply_scada(station: Any, step: Step) -> None:
         station.need_time(address)
 
 
-async def _apply(device: Any, step: Step, proxy: Any) -> None:
+def _apply_meter(meter: Any, step: Step, password: bytes) -> None:
+    """A fault on a simulated DLMS meter (``firmware_sim.dlms_meter``)."""
+    st = meter.state
+    if step.fault == "none":
+        meter.fault, meter.delay_s, meter.password = None, 0.0, password
+        meter.power_up()
+    elif step.fault in ("silent", "drop"):
+        meter.fault = step.fault
+        if step.fault == "drop":
+            meter.drop_connections()
+    elif step.fault == "slow":
+        meter.delay_s = step.seconds
+    elif step.fault == "restart":
+        meter.reboot()
+    elif step.fault == "password":
+        meter.password = password + b"-changed"
+    elif step.fault == "invalid":
+        st.invalid.add(int(st.time() // st.period_s + 1) * st.period_s)
+    elif step.fault == "outage":
+        meter.power_down()
+    elif step.fault == "drift":
+        st.offset_s += step.seconds
+
+
+async def _apply(device: Any, step: Step, proxy: Any, entry: DeviceEntry | None = None) -> None:
+    if entry is not None and entry.kind == "dlms":
+        _apply_meter(device, step, entry.password.encode())
+        return
     if hasattr(device, "set_quality"):  # a SCADA station
         await asyncio.to_thread(_apply_scada, device, step)
         return
@@ -249,7 +295,8 @@ async def run(
             await sleep(step.at - now)
             now = step.at
             log.info("scenario: t=%.1f %s %s", step.at, step.device, step.fault)
-            await _apply(devices[step.device], step, proxies.get(step.device))
+            entry = next(d for d in scenario.devices if d.name == step.device)
+            await _apply(devices[step.device], step, proxies.get(step.device), entry)
             if on_step is not None:
                 await on_step(step, devices)
         await sleep(scenario.linger_s)

@@ -128,3 +128,54 @@ async def test_scada_faults_from_a_scenario_reach_the_dnp3_master() -> None:
     await scenario.run(plan, sleep=no_wait, on_step=probe)
     assert seen["quality"].detail == {"oldData"} and seen["local"] == "LOCAL"
     assert seen["restart"].is_good and seen["restart restarts"] == 1  # a fresh outstation
+
+
+async def test_dlms_faults_from_a_scenario_reach_the_dlms_driver(tmp_path: Path) -> None:
+    """Wrong password, an outage (logged, not captured), an invalid interval, a drifting clock."""
+    import datetime as dt
+
+    from edgetwin.core.errors import DeviceRejected
+    from edgetwin.drivers.dlms import DlmsConfig, DlmsDriver
+
+    port = free_port()
+    plan = Scenario.model_validate({
+        "devices": [{"name": "m", "kind": "dlms", "port": port}],
+        "steps": [{"at": 1, "device": "m", "fault": "password"},
+                  {"at": 2, "device": "m", "fault": "none"},
+                  {"at": 3, "device": "m", "fault": "outage"},
+                  {"at": 4, "device": "m", "fault": "none"},
+                  {"at": 5, "device": "m", "fault": "invalid"},
+                  {"at": 6, "device": "m", "fault": "drift", "seconds": 120}],
+    })  # fmt: skip
+    password = tmp_path / "pw"
+    password.write_text("12345678\n")
+    password.chmod(0o600)
+    cfg = DlmsConfig(name="m", driver="dlms", host="127.0.0.1", port=port, timeout_s=0.3,
+                     password_file=password)  # fmt: skip
+    seen: dict[str, Any] = {}
+
+    async def probe(step: Step, devices: dict[str, Any]) -> None:
+        drv = DlmsDriver(cfg, [])
+        try:
+            await drv.connect()
+            now = await drv.meter_time()
+            log = await drv.profile("0.0.99.98.0.255", now - dt.timedelta(minutes=5), now)
+            seen[f"{step.at:g} log"] = [r.values[0] for r in log.rows]
+            seen[f"{step.at:g} drift"] = drv.offset_s
+        except (DeviceRejected, DeviceUnavailable) as err:
+            seen[f"{step.at:g}"] = type(err).__name__
+        finally:
+            await drv.close()
+        if step.fault == "invalid":
+            st = devices["m"].state
+            seen["invalid"] = set(st.invalid)
+
+    async def no_wait(_: float) -> None:
+        await asyncio.sleep(0)
+
+    await scenario.run(plan, sleep=no_wait, on_step=probe)
+    assert seen["1"] == "DeviceRejected"  # the password no longer matches
+    assert seen["3"] == "DeviceUnavailable"  # no supply: no answer
+    assert seen["4 log"][-2:] == [1, 2]  # power down, then up, in the meter's log
+    assert len(seen["invalid"]) == 1
+    assert seen["6 drift"] == pytest.approx(120, abs=2)
