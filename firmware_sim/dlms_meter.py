@@ -229,7 +229,8 @@ class MeterState:
     def log(self, which: str, start: float, stop: float) -> list[tuple[float, int]]:
         entries = self.events if which == EVENT_LOG else self.fraud
         now = self.time()
-        return sorted((t, c) for t, c in entries if start <= t <= min(stop, now))
+        # the meter keeps event times to the second, as it sends them
+        return sorted((int(t), c) for t, c in entries if start <= int(t) <= min(stop, now))
 
     def registers(self) -> dict[str, tuple[int, int, int]]:
         """obis -> (value, scaler, unit) now."""
@@ -350,8 +351,11 @@ class DlmsMeter:
         key when the meter's security is HLS (general-glo-ciphering, its system title)."""
         now = dt.datetime.fromtimestamp(self.state.time(), UTC)
         plain = b"\x0f\x00\x00\x00\x01" + _Enc.datetime(now)[1:] + body
-        if self.security != "hls-gmac":
-            return plain
+        return self.cipher(plain) if self.security == "hls-gmac" else plain
+
+    def cipher(self, plain: bytes) -> bytes:
+        """``plain`` as general-glo-ciphering (suite 0, authenticated and encrypted): the
+        system title, then SC, the invocation counter and the ciphertext as an octet string."""
         assert self.ek is not None and self.ak is not None
         sc = security.SecurityControlField(0, authenticated=True, encrypted=True)
         ic = self.invocation_counter
@@ -522,19 +526,7 @@ class _Session:
         plain = security.decrypt(g.security_control, self.client_title, g.invocation_counter,
                                  m.ek, g.ciphered_text, m.ak)  # fmt: skip
         answer = self._service(XDlmsApduFactory.apdu_from_bytes(plain))
-        return None if answer is None else self._cipher(answer)
-
-    def _cipher(self, plain: bytes) -> bytes:
-        m = self.m
-        assert m.ek is not None and m.ak is not None
-        sc = security.SecurityControlField(0, authenticated=True, encrypted=True)
-        ic = m.invocation_counter
-        m.invocation_counter += 1
-        text = sc.to_bytes() + ic.to_bytes(4, "big")
-        text += security.encrypt(sc, m.system_title, ic, m.ek, plain, m.ak)
-        # general-glo-ciphering: system title, then the ciphered content as an octet string
-        return (b"\xdb" + _Enc.length(len(m.system_title)) + m.system_title
-                + _Enc.length(len(text)) + text)  # fmt: skip
+        return None if answer is None else m.cipher(answer)
 
     def _associate(self, apdu: bytes) -> bytes:
         m = self.m
