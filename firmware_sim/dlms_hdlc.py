@@ -59,11 +59,16 @@ class HdlcMeterBus:
         self.links: dict[int, _Link] = {}
         self.frames = 0
         self._stop = threading.Event()
+        self._open = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> HdlcMeterBus:
         self._thread = threading.Thread(target=self._serve, name="dlms-hdlc-bus", daemon=True)
         self._thread.start()
+        # pyserial flushes the input when it opens the port: a client's first frame sent
+        # before that would be lost, so the bus is ready only once it is open
+        if not self._open.wait(10):
+            raise RuntimeError(f"{self.port}: the simulated bus could not open it")
         return self
 
     def __exit__(self, *_exc: type[BaseException] | BaseException | TracebackType | None) -> None:
@@ -73,6 +78,7 @@ class HdlcMeterBus:
 
     def _serve(self) -> None:
         with serial.Serial(self.port, self.baudrate, timeout=0.05) as line:
+            self._open.set()
             pending = bytearray()
             while not self._stop.is_set():
                 pending += line.read(max(1, line.in_waiting))

@@ -33,6 +33,7 @@ class Iec6205621Meter:
         self.energy = 1234.567
         self.readouts = 0
         self._stop = threading.Event()
+        self._open = threading.Event()
         self._thread: threading.Thread | None = None
 
     def data_block(self) -> bytes:
@@ -57,6 +58,7 @@ class Iec6205621Meter:
         line = serial.Serial(self.port, 300, bytesize=serial.SEVENBITS, parity=serial.PARITY_EVEN,
                              timeout=0.2)  # fmt: skip
         with line:
+            self._open.set()
             while not self._stop.is_set():
                 request = line.readline()
                 if not request or self.fault == "silent":
@@ -83,6 +85,10 @@ class Iec6205621Meter:
     def __enter__(self) -> Iec6205621Meter:
         self._thread = threading.Thread(target=self._serve, name="iec62056-21-meter", daemon=True)
         self._thread.start()
+        # pyserial flushes the input when it opens the port: a sign-on sent before that would
+        # be lost, so the meter is ready only once its end is open
+        if not self._open.wait(10):
+            raise RuntimeError(f"{self.port}: the simulated meter could not open it")
         return self
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
