@@ -17,9 +17,11 @@ opens the link and associates:
   response is checked both ways and every APDU is ciphered (authenticated and encrypted).
 
 Secret files must be readable by their owner only (0600); they are read when the config is
-loaded (a bad one is a config error naming the file) and never logged. The client invocation
-counter starts from the clock (16 per second since 2024), so it keeps increasing across
-restarts without state; a meter that keeps its own frame counter per client accepts it.
+loaded (a bad one is a config error naming the file) and never logged. With HLS the client
+invocation counter goes on from the meter's own frame counter for this client (IDIS
+``0.0.43.1.<client>.255``, read through the public client before each association,
+``read_frame_counter``), so a restarted agent or a second DCU never reuses one; a meter
+without that object gets one counted from the clock (16 a second since 2024).
 
 Points (``address``): ``[class:]A.B.C.D.E.F[:attribute]`` -- a register (class 3, the default)
 by OBIS code, value attribute 2 multiplied by the scaler of its ``scaler_unit`` (attribute 3,
@@ -55,7 +57,7 @@ from dlms_cosem.cosem.selective_access import RangeDescriptor
 from dlms_cosem.protocol import acse, xdlms
 from pydantic import Field, model_validator
 
-from edgetwin.core.errors import DeviceRejected, DeviceUnavailable
+from edgetwin.core.errors import DeviceError, DeviceRejected, DeviceUnavailable
 from edgetwin.core.files import read_secret
 from edgetwin.core.models import BAD_REFERENCE, GOOD, Reading, Value
 from edgetwin.core.points import PointSpec
@@ -82,6 +84,7 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.
 ADDRESS = re.compile(r"^(?:(\d{1,3}):)?(\d{1,3}(?:\.\d{1,3}){5})(?::(\d{1,3}))?$")
 CLOCK_OBIS = "0.0.1.0.0.255"
 ASSOCIATION_OBIS = "0.0.40.0.0.255"
+PUBLIC_CLIENT = 16
 MAX_ANSWER = 8 * 1024 * 1024  # a profile read larger than this is refused (8 MiB)
 IC_EPOCH = 1_704_067_200  # 2024-01-01: invocation counters count 16 a second from here
 #: DLMS unit enumeration (IEC 62056-6-2 table 4) for the units meters use
@@ -139,6 +142,9 @@ class DlmsConfig(DeviceConfig, MeteringSettings):
     key_file: Path | None = Field(None, description="global unicast encryption key (16 octets)")
     auth_key_file: Path | None = Field(None, description="authentication key (16 octets)")
     system_title: str = Field("4544475457494e00", pattern=r"^[0-9A-Fa-f]{16}$")
+    read_frame_counter: bool = Field(
+        True, description="hls-gmac: go on from the meter's frame counter (public client)"
+    )
     max_pdu: int = Field(1024, ge=64, le=65535, description="client max receive PDU size")
     timeout_s: float = Field(5.0, ge=0.1, le=120)
     poll_interval_s: float = Field(900.0, ge=1, le=86_400)
@@ -200,6 +206,7 @@ class DlmsDriver:
             self._transport = WrapperTransport(c.host, c.port, c.client_address, c.server_address)
         self._linked = False
         self._meter_title: bytes | None = None  # learned at association (HLS)
+        self._counter_warned = False
         self._push_ic = -1  # the last invocation counter of a ciphered push
         self._conn: DlmsConnection | None = None
         self._scalers: dict[tuple[int, str], tuple[int, str | None]] = {}
@@ -222,9 +229,12 @@ class DlmsDriver:
     async def connect(self) -> None:
         c = self._config
         await self.close()  # a reconnect never leaves the old link open
+        counter = int((time.time() - IC_EPOCH) * 16)
+        if c.security == "hls-gmac" and c.read_frame_counter:
+            counter = await self._frame_counter() + 1
+        self._ic = max(self._ic + 1, counter) & 0xFFFFFFFF
         await self._transport.open(c.connect_timeout_s)
         self._linked = True
-        self._ic = max(self._ic + 1, int((time.time() - IC_EPOCH) * 16)) & 0xFFFFFFFF
         self._conn = DlmsConnection(
             authentication=self._authentication(),
             client_system_title=self._title,
@@ -237,6 +247,53 @@ class DlmsDriver:
         self._shapes.clear()
         await self._associate()
         self._stats["associations"] += 1
+
+    def _public_transport(self) -> Transport:
+        c = self._config
+        if isinstance(self._transport, HdlcTransport):
+            return HdlcTransport(self._transport.line, c.server_address, c.physical_address,
+                                 PUBLIC_CLIENT)  # fmt: skip
+        assert c.host is not None
+        return WrapperTransport(c.host, c.port, PUBLIC_CLIENT, c.server_address)
+
+    async def _frame_counter(self) -> int:
+        """The meter's frame counter for our client (``0.0.43.1.<client>.255``, IDIS), read
+        through the public client: the invocation counter to go on from, so that the meter
+        never sees one it has seen (a restarted agent, another DCU before us). A meter
+        without it: the counter comes from the clock (16 a second since 2024)."""
+        c = self._config
+        own = self._transport, self._conn, self._linked
+        self._transport = self._public_transport()
+        self._conn = DlmsConnection(
+            authentication=security.NoSecurityAuthentication(),
+            client_system_title=self._title,
+            max_pdu_size=c.max_pdu,
+        )
+        try:
+            await self._transport.open(c.connect_timeout_s)
+            self._linked = True
+            aare = await self._request(self._conn.get_aarq())
+            if getattr(aare, "result", None) is not enumerations.AssociationResult.ACCEPTED:
+                raise DeviceRejected("the public client is not accepted")
+            value = await self.get_value(1, f"0.0.43.1.{c.client_address}.255", 2)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise DeviceRejected(f"frame counter {value!r} is not a counter")
+            return value
+        except DeviceRejected as err:
+            if not self._counter_warned:
+                log.warning("%s: frame counter not readable (%s); counting from the clock",
+                            c.name, err)  # fmt: skip
+                self._counter_warned = True
+            return int((time.time() - IC_EPOCH) * 16)
+        finally:
+            public_conn = self._conn
+            if public_conn.state.current_state == dlms_state.READY:
+                try:
+                    await self._request(public_conn.get_rlrq())
+                except DeviceError:
+                    pass
+            await self._transport.close()
+            self._transport, self._conn, self._linked = own
 
     async def _associate(self) -> None:
         conn = self._conn

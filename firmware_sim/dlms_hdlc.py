@@ -120,7 +120,7 @@ class HdlcMeterBus:
         self.frames += 1
         info = raw[client_at + 4 : -2] if len(raw) > client_at + 4 else b""
         if control == 0x93:  # SNRM
-            self.links[physical] = _Link(_Session(meter, public=src == b"\x21"))
+            self.links[physical] = _Link(_Session(meter, client=src[0] >> 1))
             return [_frame(src, dest, 0x73)]
         if control == 0x53:  # DISC
             known = self.links.pop(physical, None) is not None

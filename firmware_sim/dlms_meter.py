@@ -276,6 +276,9 @@ class DlmsMeter:
         self.security, self.password = security, password
         self.ek, self.ak, self.system_title = ek, ak, system_title
         self.invocation_counter = 1
+        #: the highest invocation counter received from each client SAP (kept across
+        #: associations; readable as 0.0.43.1.<client>.255 by the public client)
+        self.client_ics: dict[int, int] = {}
         self.fault: str | None = None
         self.delay_s = 0.0  # every answer this late (a slow meter, a slow line)
         self.powered = True
@@ -397,7 +400,7 @@ class DlmsMeter:
                     break
                 self.requests += 1
                 if session is None:  # the client's wPort: 16 is the public client
-                    session = _Session(self, public=header[2:4] == b"\x00\x10")
+                    session = _Session(self, client=int.from_bytes(header[2:4], "big"))
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 answer = session.handle(apdu)
@@ -426,6 +429,8 @@ class DlmsMeter:
                 return e.u8(0)
         if obis == SERIAL and attr == 2:
             return e.octets(st.serial.encode())
+        if obis.startswith("0.0.43.1.") and cls == 1 and attr == 2:  # frame counters
+            return e.u32(max(0, self.client_ics.get(int(obis.split(".")[4]), 0)))
         regs = st.registers()
         if obis in regs and cls == 3:
             value, scaler, unit = regs[obis]
@@ -482,14 +487,14 @@ class DlmsMeter:
 class _Session:
     """One client connection: association state, ciphering, pending block transfer."""
 
-    def __init__(self, meter: DlmsMeter, *, public: bool = False) -> None:
+    def __init__(self, meter: DlmsMeter, *, client: int = 1) -> None:
         self.m = meter
-        self.public = public  # the public client: no security, reads only
+        self.client = client
+        self.public = client == 16  # the public client: no security, reads only
         self.associated = False
         self.hls_pending = False
         self.ciphered = False
         self.client_title = b""
-        self.client_ic = -1
         self.challenge = b""  # server to client (StoC)
         self.c2s = b""
         self.max_pdu = 65535
@@ -519,9 +524,9 @@ class _Session:
     def _deciphered(self, apdu: bytes) -> bytes | None:
         m = self.m
         g = xdlms.GeneralGlobalCipher.from_bytes(apdu)
-        if g.invocation_counter <= self.client_ic:
+        if g.invocation_counter <= self.m.client_ics.get(self.client, -1):
             return None  # a replayed or old counter: the meter refuses (drops the link)
-        self.client_ic = g.invocation_counter
+        self.m.client_ics[self.client] = g.invocation_counter
         assert m.ek is not None and m.ak is not None
         plain = security.decrypt(g.security_control, self.client_title, g.invocation_counter,
                                  m.ek, g.ciphered_text, m.ak)  # fmt: skip
@@ -548,9 +553,13 @@ class _Session:
                                          content.invocation_counter, m.ek, content.ciphered_text,
                                          m.ak)  # fmt: skip
                 request = xdlms.InitiateRequest.from_bytes(plain)
-                self.client_ic = content.invocation_counter
             except Exception:
                 ok = False
+            # the client's frame counter must rise across associations, as the meter keeps it
+            if ok and content.invocation_counter <= m.client_ics.get(self.client, -1):
+                ok = False
+            if ok:
+                m.client_ics[self.client] = content.invocation_counter
         elif ok and isinstance(content, xdlms.InitiateRequest):
             request = content
         else:

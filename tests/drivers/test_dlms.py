@@ -269,3 +269,31 @@ def test_any_push_is_this_meters_another_or_refused(
         except ValueError:
             continue
         assert push is None or (prefix + apdu)[:1] == b"\x0f"
+
+
+@pytest.mark.parametrize("read_counter", [True, False])
+async def test_a_restarted_agent_goes_on_from_the_meters_frame_counter(
+    tmp_path: Path, read_counter: bool
+) -> None:
+    """The meter keeps the highest invocation counter it saw from our client across
+    associations. One agent used many (a back-fill: faster than 16 a second); a restarted one
+    must go on from there: it reads the meter's frame counter through the public client."""
+    async with DlmsMeter(0, security="hls-gmac", ek=EK, ak=AK) as meter:
+        busy = DlmsDriver(config(tmp_path, meter.port, security="hls-gmac",
+                                 read_frame_counter=False), POINTS)  # from the clock  # fmt: skip
+        await busy.connect()
+        for _ in range(40):
+            await busy.read(POINTS)
+        await busy.close()
+        used = meter.client_ics[1]
+        fresh = DlmsDriver(config(tmp_path, meter.port, security="hls-gmac",
+                                  read_frame_counter=read_counter), POINTS)  # fmt: skip
+        if read_counter:
+            await fresh.connect()
+            assert (await fresh.read(POINTS))[0].quality.is_good
+            await fresh.close()
+            assert meter.client_ics[1] > used
+        else:  # counted from the clock: behind what the meter saw, so refused
+            with pytest.raises(DeviceRejected, match="AUTHENTICATION_FAILED"):
+                await fresh.connect()
+            await fresh.close()
