@@ -28,6 +28,11 @@ class MeteringSettings(BaseModel):
 
     load_profile: str | None = Field("1.0.99.1.0.255", pattern=OBIS_PATTERN)
     billing_profile: str | None = Field(None, pattern=OBIS_PATTERN)
+    billing_registers: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="a meter without a billing profile: these registers, read at billing_time",
+    )  # fmt: skip
+    billing_time: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="UTC")
     event_logs: list[str] = Field(default_factory=list, max_length=8)
     backfill_days: float = Field(7.0, gt=0, le=400, description="how far back the first read")
     clock_max_drift_s: float = Field(10.0, gt=0, le=3600)

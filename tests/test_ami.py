@@ -363,3 +363,32 @@ async def test_a_last_gasp_push_is_published_and_the_meter_read_at_once(
     assert any(e["raisedAt"]["seconds"] == int(down) for e in events(got, "lastGasp"))
     assert reads >= 2  # the push made it read now, not at the next period
     assert counters["accepted"] == 1 and counters["refused"] >= 2
+
+
+async def test_billing_registers_at_the_billing_time_for_a_meter_without_a_billing_profile(
+    tmp_path: Path, keys: dict[str, Path], mosquitto: Mosquitto
+) -> None:
+    import time
+
+    files = secrets(tmp_path / "secrets")
+    clock = ShiftedClock()
+    state = MeterState(history_days=2, now=clock.time)
+    billing_time = time.strftime("%H:%M", time.gmtime(clock.time()))  # it just passed
+    async with DlmsMeter(free_port(), state=state) as meter:
+        body = dlms_body(meter.port, files, billing_time=billing_time,
+                         billing_registers=["1.0.1.8.0.255", "1.0.2.8.0.255"])  # fmt: skip
+        cfg = write_config(tmp_path, keys, mosquitto.port, body)
+        with subscribed(mosquitto.url, keys["trust"]) as got:
+            async with running(cfg, clock) as agent:
+                await until(lambda: len(billing(got)) >= 1, 30, "the billing read")
+                agent.meters["m1"].wake()  # read again: the same billing time, nothing new
+                await until(lambda: agent.meters["m1"].reads >= 2, 30, "a second read")
+                clock.shift(86400)
+                agent.meters["m1"].wake()
+                await until(lambda: len(billing(got)) >= 2, 30, "the next day's")
+    first, second = billing(got)[:2]
+    assert len(billing(got)) == 2
+    assert second["billingTime"]["seconds"] - first["billingTime"]["seconds"] == 86400
+    assert first["source"] == "registers" and first["onTime"] and first["lateS"] < 60
+    energy = first["registers"][0]
+    assert energy["obis"] == "1.0.1.8.0.255" and energy["unit"] == "Wh" and energy["value"] > 0

@@ -17,7 +17,9 @@ per-meter offset spreading the meters over ``read_window_s``):
    critical error: ``invalid``). Intervals the meter does not hold between two it does (no
    capture during a power failure) are listed as ``gaps``: the centre knows they will never
    come. The first read of a meter goes ``backfill_days`` back.
-3. **Billing profile** (when configured): each snapshot once, on ``MeterBillingProfile``.
+3. **Billing profile** (when configured): each snapshot once, on ``MeterBillingProfile``; a
+   meter without one: its ``billing_registers`` read at the first read after each
+   ``billing_time`` (with ``lateS``, ``onTime``).
 4. **Pushes** (``agent.runtime.push``): a data-notification the meter sends by itself is
    published as a ``pushNotification`` event and the meter is read at once.
 5. **Event logs**: power down / up become ``lastGasp`` / ``restore`` events of the meter's twin
@@ -65,6 +67,7 @@ from edgetwin.wire.openfmb import (
 log = logging.getLogger(__name__)
 
 UTC = dt.UTC
+BILLING_REGISTERS = "billing-registers"  # the high-water mark of register billing reads
 BLOCK_S = 86_400  # one read (and one message) covers at most a day of intervals
 READ_TIMEOUT_S = 120.0  # one cycle's reads (a 7-day back-fill is 7 of them)
 #: AMR profile status bits (IDIS / DLMS UA 1000-1 blue book, "AMR profile status")
@@ -185,6 +188,8 @@ class MeterCollector:
             await self._intervals(driver, self.s.load_profile, meter_now)
         if self.s.billing_profile:
             await self._billing(driver, self.s.billing_profile, meter_now)
+        elif self.s.billing_registers:
+            await self._billing_registers(driver, meter_now)
         for obis in self.s.event_logs:
             await self._events(driver, obis, meter_now)
 
@@ -293,6 +298,30 @@ class MeterCollector:
             mark = (self._mark_name(obis), str(row.time.timestamp()))
             self.outbox.submit(METER_BILLING.topic(self.prefix, self.mrid), pack(payload),
                                EVENT, mark=mark)  # fmt: skip
+
+    async def _billing_registers(self, driver: MeterSource, meter_now: dt.datetime) -> None:
+        """A meter without a billing profile: its ``billing_registers`` read at the first
+        read after each ``billing_time`` (UTC, meter clock), with how late that was."""
+        hour, minute = (int(p) for p in self.s.billing_time.split(":"))
+        moment = meter_now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if moment > meter_now:
+            moment -= dt.timedelta(days=1)
+        last = self.mark(BILLING_REGISTERS)
+        if last is not None and last >= moment:
+            return
+        found = await driver.registers(self.s.billing_registers)
+        late = (meter_now - moment).total_seconds()
+        period = self.period_s or 900
+        body = {
+            "device": self.name, "profile": None, "source": "registers",
+            "billingTime": timestamp(moment.timestamp()),
+            "readTime": timestamp(meter_now.timestamp()), "lateS": round(late, 1),
+            "onTime": late <= period, "registers": [r.as_dict() for r in found],
+        }  # fmt: skip
+        payload = METER_BILLING.frame(mrid=self.mrid, body=body, now=self.clock.time())
+        mark = (self._mark_name(BILLING_REGISTERS), str(moment.timestamp()))
+        self.outbox.submit(METER_BILLING.topic(self.prefix, self.mrid), pack(payload), EVENT,
+                           mark=mark)  # fmt: skip
 
     # -- 4. events ------------------------------------------------------------------------------
     async def _events(self, driver: MeterSource, obis: str, meter_now: dt.datetime) -> None:
