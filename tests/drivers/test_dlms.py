@@ -226,7 +226,7 @@ async def test_two_meters_on_one_serial_bus_over_hdlc(
     meters = {addr: DlmsMeter(0, state=st) for addr, st in states.items()}
     shared: dict[str, object] = {}
     drivers = {addr: DlmsDriver(config(tmp_path, 0, host=None, serial_port=agent_end,
-                                       physical_address=addr, timeout_s=1), POINTS, shared)
+                                       physical_address=addr, timeout_s=5), POINTS, shared)
                for addr in meters}  # fmt: skip
     with HdlcMeterBus(bus_end, meters) as bus:
         for d in drivers.values():
