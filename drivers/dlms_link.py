@@ -176,6 +176,34 @@ def decode_frame(raw: bytes) -> Frame:
     return Frame(dest, src, control, info, bool(fmt & 0x0800))
 
 
+def next_frame(buf: bytearray) -> bytes | None:
+    """Take the next frame (between its flags) out of ``buf``; ``None`` until one is complete.
+    DLMS HDLC has no byte stuffing -- a frame's data and check sequences may hold 0x7E -- so a
+    frame is delimited by its format field's length, and must end with a flag. Octets that
+    cannot start a frame are dropped; the closing flag stays, it may open the next frame."""
+    while True:
+        start = buf.find(FLAG)
+        if start < 0:
+            buf.clear()
+            return None
+        del buf[:start]
+        if len(buf) < 3:
+            return None
+        fmt = int.from_bytes(buf[1:3], "big")
+        size = fmt & 0x7FF
+        if fmt >> 12 != 0xA or size < 7:  # a flag that opens nothing (back-to-back flags)
+            del buf[:1]
+            continue
+        if len(buf) < size + 2:
+            return None
+        if buf[size + 1] != FLAG:
+            del buf[:1]
+            continue
+        raw = bytes(buf[1 : size + 1])
+        del buf[: size + 1]
+        return raw
+
+
 class HdlcLine:
     """One serial line (an RS-485 bus, an optical probe) shared by its meters."""
 
@@ -202,30 +230,20 @@ class HdlcLine:
             raise DeviceUnavailable(f"{self.settings.port}: closed")
         inp = self._input
         while True:
-            buf = inp.buf
-            start = buf.find(FLAG)
-            if start < 0:
-                buf.clear()
-            else:
-                del buf[:start]
-                while buf[1:2] == bytes([FLAG]):  # empty frames (back-to-back flags)
-                    del buf[:1]
-                end = buf.find(FLAG, 1)
-                if end > 0:
-                    raw = bytes(buf[1:end])
-                    del buf[:end]  # the closing flag may open the next frame
-                    try:
-                        frame = decode_frame(raw)
-                    except HdlcError:
-                        self.dropped += 1
-                        continue
-                    if frame.dest == to:
-                        return frame
-                    self.dropped += 1
-                    continue
-            if len(buf) > MAX_BUFFER:
-                buf.clear()
-            await inp.more()
+            raw = next_frame(inp.buf)
+            if raw is None:
+                if len(inp.buf) > MAX_BUFFER:
+                    inp.buf.clear()
+                await inp.more()
+                continue
+            try:
+                frame = decode_frame(raw)
+            except HdlcError:
+                self.dropped += 1
+                continue
+            if frame.dest == to:
+                return frame
+            self.dropped += 1
 
     def discard_input(self) -> None:
         if self._input is not None:

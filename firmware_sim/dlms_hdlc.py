@@ -44,6 +44,27 @@ def _frame(dest: bytes, src: bytes, control: int, info: bytes = b"", more: bool 
     return b"\x7e" + body + _fcs(body) + b"\x7e"
 
 
+def _take(pending: bytearray) -> bytes | None:
+    """One frame out of ``pending``, delimited by the length in its format field (IEC
+    62056-46 has no transparency: 0x7E may occur inside a frame)."""
+    while (start := pending.find(0x7E)) >= 0:
+        del pending[:start]
+        if len(pending) < 3:
+            return None
+        length = int.from_bytes(pending[1:3], "big") & 0x7FF
+        if pending[1] >> 4 != 0xA or length < 7 or (len(pending) >= length + 2
+                                                     and pending[length + 1] != 0x7E):
+            del pending[:1]
+            continue
+        if len(pending) < length + 2:
+            return None
+        frame = bytes(pending[1 : length + 1])
+        del pending[: length + 1]
+        return frame
+    pending.clear()
+    return None
+
+
 @dataclass
 class _Link:
     session: _Session
@@ -82,23 +103,12 @@ class HdlcMeterBus:
             pending = bytearray()
             while not self._stop.is_set():
                 pending += line.read(max(1, line.in_waiting))
-                while True:
-                    start = pending.find(0x7E)
-                    if start < 0:
-                        pending.clear()
-                        break
-                    end = pending.find(0x7E, start + 1)
-                    if end < 0:
-                        del pending[:start]
-                        break
-                    raw = bytes(pending[start + 1 : end])
-                    del pending[:end]
-                    if raw:
-                        try:
-                            for answer in self._handle(raw):
-                                line.write(answer)
-                        except Exception:
-                            log.exception("simulated HDLC bus: frame failed")
+                while (raw := _take(pending)) is not None:
+                    try:
+                        for answer in self._handle(raw):
+                            line.write(answer)
+                    except Exception:
+                        log.exception("simulated HDLC bus: frame failed")
 
     def _handle(self, raw: bytes) -> list[bytes]:
         if len(raw) < 7 or _fcs(raw[:-2]) != raw[-2:]:

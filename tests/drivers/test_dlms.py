@@ -297,3 +297,20 @@ async def test_a_restarted_agent_goes_on_from_the_meters_frame_counter(
             with pytest.raises(DeviceRejected, match="AUTHENTICATION_FAILED"):
                 await fresh.connect()
             await fresh.close()
+
+
+@given(infos=st.lists(st.binary(min_size=0, max_size=140), min_size=1, max_size=5),
+       noise=st.binary(max_size=20))  # fmt: skip
+def test_hdlc_frames_holding_0x7e_are_split_by_their_length(
+    infos: list[bytes], noise: bytes
+) -> None:
+    """DLMS HDLC has no byte stuffing: data and check sequences may contain the flag (0x7E).
+    Frames back to back, after line noise, come out whole and in order."""
+    from edgetwin.drivers.dlms_link import Frame, decode_frame, encode_frame, next_frame
+
+    frames = [Frame(b"\x03", b"\x02\x00\x00\x23", 0x10, b"\x7e" + info) for info in infos]
+    buf = bytearray(noise.replace(b"\x7e", b"") + b"".join(encode_frame(f) for f in frames))
+    out = []
+    while (raw := next_frame(buf)) is not None:
+        out.append(decode_frame(raw))
+    assert out == frames
