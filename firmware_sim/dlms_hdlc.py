@@ -52,8 +52,11 @@ def _take(pending: bytearray) -> bytes | None:
         if len(pending) < 3:
             return None
         length = int.from_bytes(pending[1:3], "big") & 0x7FF
-        if pending[1] >> 4 != 0xA or length < 7 or (len(pending) >= length + 2
-                                                     and pending[length + 1] != 0x7E):
+        if (
+            pending[1] >> 4 != 0xA
+            or length < 7
+            or (len(pending) >= length + 2 and pending[length + 1] != 0x7E)
+        ):
             del pending[:1]
             continue
         if len(pending) < length + 2:
