@@ -278,3 +278,29 @@ async def test_a_lowered_cap_drops_in_bounded_steps(tmp_path: Path) -> None:
     assert box.disk_bytes <= 8 * 1024 * 1024, box.disk_bytes  # a few commits later
     assert box.counters["dropped_telemetry"] > DROP_CHUNK
     await box.close()
+
+
+async def test_a_mark_is_committed_with_its_message_and_only_with_it(tmp_path: Path) -> None:
+    """A producer's high-water mark is in the same transaction as the message carrying it: a
+    failed commit keeps both for the retry, a committed one both, and a new run sees it."""
+    db = tmp_path / "outbox.db"
+    box = await Outbox.open(db, commit_interval=3600)
+    box.submit("t", b"day 1", EVENT, mark=("ami/m1/lp", "100"))
+    assert box.mark("ami/m1/lp") == "100"  # what this run submitted, before the commit
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM marks").fetchone() == (0,)  # not yet committed
+    con.execute("BEGIN EXCLUSIVE")  # another writer holds the database: the commit fails
+    await box.commit()
+    con.rollback()
+    assert con.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM marks").fetchone() == (0,)
+    box.submit("t", b"day 2", EVENT, mark=("ami/m1/lp", "200"))
+    await box.commit()  # the retry: both messages and the latest mark, together
+    rows = con.execute("SELECT payload FROM outbox ORDER BY seq").fetchall()
+    assert rows == [(b"day 1",), (b"day 2",)]
+    assert con.execute("SELECT value FROM marks WHERE name = 'ami/m1/lp'").fetchone() == ("200",)
+    con.close()
+    await box.close()
+    again = await Outbox.open(db)
+    assert again.mark("ami/m1/lp") == "200" and again.mark("other") is None
+    await again.close()
