@@ -63,6 +63,7 @@ from edgetwin.wire.openfmb import (
     event_body,
     timestamp,
 )
+from edgetwin.wire.openfmb import Profile as OpenFmbProfile
 
 log = logging.getLogger(__name__)
 
@@ -277,27 +278,40 @@ class MeterCollector:
             "lastEnd": intervals[-1]["end"],
             "backfill": rows[-1].time < meter_now - step,
         }
-        payload = METER_INTERVAL.frame(mrid=self.mrid, body=body, now=self.clock.time())
-        mark = (self._mark_name(prof.obis), str(rows[-1].time.timestamp()))
-        self.outbox.submit(METER_INTERVAL.topic(self.prefix, self.mrid), pack(payload), EVENT,
-                           mark=mark)  # fmt: skip
+        self._submit(METER_INTERVAL, body, prof.obis, str(rows[-1].time.timestamp()))
         self.intervals += len(intervals)
+
+    def _submit(self, profile: OpenFmbProfile, body: dict[str, Any], mark: str | None = None,
+                value: str = "") -> None:  # fmt: skip
+        """One signed message of this meter's twin, with the high-water mark ``mark`` ->
+        ``value`` committed with it (``Outbox.submit``)."""
+        payload = profile.frame(mrid=self.mrid, body=body, now=self.clock.time())
+        self.outbox.submit(
+            profile.topic(self.prefix, self.mrid),
+            pack(payload),
+            EVENT,
+            mark=None if mark is None else (self._mark_name(mark), value),
+        )
+
+    async def _new_rows(
+        self, driver: MeterSource, obis: str, meter_now: dt.datetime
+    ) -> tuple[Profile, list[ProfileRow]]:
+        """A profile's rows after its mark (the first read: ``backfill_days`` back)."""
+        start = self.mark(obis) or meter_now - dt.timedelta(days=self.s.backfill_days)
+        prof = await driver.profile(obis, start + dt.timedelta(seconds=1), meter_now)
+        return prof, [r for r in prof.rows if r.time > start]
 
     # -- 3. billing ----------------------------------------------------------------------------
     async def _billing(self, driver: MeterSource, obis: str, meter_now: dt.datetime) -> None:
-        start = self.mark(obis) or meter_now - dt.timedelta(days=self.s.backfill_days)
-        prof = await driver.profile(obis, start + dt.timedelta(seconds=1), meter_now)
-        for row in (r for r in prof.rows if r.time > start):
+        prof, rows = await self._new_rows(driver, obis, meter_now)
+        for row in rows:
             body = {
                 "device": self.name, "profile": obis,
                 "billingTime": timestamp(row.time.timestamp()),
                 "registers": [{**c.as_dict(), "value": v}
                               for c, v in zip(prof.columns, row.values, strict=False)],
             }  # fmt: skip
-            payload = METER_BILLING.frame(mrid=self.mrid, body=body, now=self.clock.time())
-            mark = (self._mark_name(obis), str(row.time.timestamp()))
-            self.outbox.submit(METER_BILLING.topic(self.prefix, self.mrid), pack(payload),
-                               EVENT, mark=mark)  # fmt: skip
+            self._submit(METER_BILLING, body, obis, str(row.time.timestamp()))
 
     async def _billing_registers(self, driver: MeterSource, meter_now: dt.datetime) -> None:
         """A meter without a billing profile: its ``billing_registers`` read at the first
@@ -318,17 +332,13 @@ class MeterCollector:
             "readTime": timestamp(meter_now.timestamp()), "lateS": round(late, 1),
             "onTime": late <= period, "registers": [r.as_dict() for r in found],
         }  # fmt: skip
-        payload = METER_BILLING.frame(mrid=self.mrid, body=body, now=self.clock.time())
-        mark = (self._mark_name(BILLING_REGISTERS), str(moment.timestamp()))
-        self.outbox.submit(METER_BILLING.topic(self.prefix, self.mrid), pack(payload), EVENT,
-                           mark=mark)  # fmt: skip
+        self._submit(METER_BILLING, body, BILLING_REGISTERS, str(moment.timestamp()))
 
     # -- 4. events ------------------------------------------------------------------------------
     async def _events(self, driver: MeterSource, obis: str, meter_now: dt.datetime) -> None:
-        start = self.mark(obis) or meter_now - dt.timedelta(days=self.s.backfill_days)
         down = self._open_outage(obis)
-        prof = await driver.profile(obis, start + dt.timedelta(seconds=1), meter_now)
-        for row in (r for r in prof.rows if r.time > start):
+        _, rows = await self._new_rows(driver, obis, meter_now)
+        for row in rows:
             code = row.values[0] if row.values else None
             at = row.time.timestamp()
             common = {"device": self.name, "log": obis, "code": code, "source": "meterEventLog"}
@@ -358,13 +368,8 @@ class MeterCollector:
         at: float | None = None,
         down: float | None = None,
     ) -> None:
-        payload = METER_EVENT.frame(mrid=self.mrid, body=event_body(kind, body),
-                                    now=self.clock.time())  # fmt: skip
-        mark = None
-        if obis is not None and at is not None:
-            mark = (self._mark_name(obis), f"{at};{'' if down is None else down}")
-        self.outbox.submit(METER_EVENT.topic(self.prefix, self.mrid), pack(payload), EVENT,
-                           mark=mark)  # fmt: skip
+        value = "" if at is None else f"{at};{'' if down is None else down}"
+        self._submit(METER_EVENT, event_body(kind, body), obis if at is not None else None, value)
 
     def on_push(self, push: Push) -> None:
         """The meter pushed (a last gasp, an alarm): publish what it said, read it now."""
