@@ -62,7 +62,7 @@ from edgetwin.core.files import read_secret
 from edgetwin.core.models import BAD_REFERENCE, GOOD, Reading, Value
 from edgetwin.core.points import PointSpec
 from edgetwin.drivers.base import DeviceConfig, Host
-from edgetwin.drivers.dlms_axdr import AxdrError, cosem_datetime, decode
+from edgetwin.drivers.dlms_axdr import AxdrError, cosem_datetime, decode, octets_at
 from edgetwin.drivers.dlms_link import HdlcTransport, Transport, WrapperTransport, hdlc_line
 from edgetwin.drivers.metering import (
     OBIS_PATTERN,
@@ -538,8 +538,8 @@ class DlmsDriver:
         if apdu[:1] != b"\xdb" or c.security != "hls-gmac" or self._meter_title is None:
             return None
         try:
-            title, pos = _octets(apdu, 1)
-            content, _ = _octets(apdu, pos)
+            title, pos = octets_at(apdu, 1)
+            content, _ = octets_at(apdu, pos)
         except AxdrError:
             return None
         if title != self._meter_title:
@@ -570,28 +570,13 @@ class DlmsDriver:
         return out
 
 
-def _octets(data: bytes, pos: int) -> tuple[bytes, int]:
-    """A length-prefixed octet string at ``pos`` (no tag) and the position after it."""
-    if pos >= len(data):
-        raise AxdrError("data ends before a length")
-    n, start = data[pos], pos + 1
-    if n & 0x80:
-        size = n & 0x7F
-        if not 1 <= size <= 3:
-            raise AxdrError("bad length")
-        n, start = int.from_bytes(data[start : start + size], "big"), start + size
-    if start + n > len(data):
-        raise AxdrError("data ends early")
-    return data[start : start + n], start + n
-
-
 def parse_notification(apdu: bytes) -> Push:
     """A data-notification APDU: tag 15, long-invoke-id-and-priority, date-time (an octet
     string, empty or 12 octets), notification body (one Data); ``ValueError`` otherwise."""
     try:
         if apdu[:1] != b"\x0f" or len(apdu) < 6:
             raise AxdrError("not a data-notification")
-        stamp, pos = _octets(apdu, 5)
+        stamp, pos = octets_at(apdu, 5)
         when = cosem_datetime(stamp)[0] if len(stamp) == 12 else None
         return Push(when, decode(apdu[pos:]))
     except AxdrError as err:

@@ -98,6 +98,13 @@ def _length(data: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(_take(data, pos + 1, size), "big"), pos + 1 + size
 
 
+def octets_at(data: bytes, pos: int) -> tuple[bytes, int]:
+    """A length-prefixed octet string at ``pos`` without its tag (as APDUs carry a system
+    title or ciphered content) and the position after it."""
+    size, start = _length(data, pos)
+    return _take(data, start, size), start + size
+
+
 def _take(data: bytes, pos: int, size: int) -> bytes:
     if pos + size > len(data):
         raise AxdrError(f"data ends {pos + size - len(data)} octets early")

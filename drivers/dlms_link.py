@@ -279,8 +279,9 @@ class HdlcTransport:
         return frame
 
     async def open(self, limit_s: float) -> None:
-        self.line.users += 1 if not self._open else 0
-        self._open = True
+        if not self._open:  # a reconnect is not a new user of the line
+            self.line.users += 1
+            self._open = True
         async with self.line.lock:
             await self.line.ensure_open()
             self.line.discard_input()

@@ -18,7 +18,6 @@ from typing import Any
 
 from edgetwin.core.tomlwrite import toml_value
 from edgetwin.drivers.dlms import DlmsDriver, scaled
-from edgetwin.drivers.dlms_axdr import cosem_datetime
 
 #: OBIS (value group C.D.E) -> OpenFMB meter reading field
 FIELDS = {
@@ -49,12 +48,9 @@ async def survey(driver: DlmsDriver) -> MeterFound:
     found = MeterFound()
     await driver.connect()
     try:
-        before = time.time()
-        raw = await driver.get_value(8, "0.0.1.0.0.255", 2)
-        when, _ = cosem_datetime(raw)
+        when = await _maybe(driver.meter_time())
         if when is not None:
-            found.clock = when.timestamp()
-            found.drift_s = found.clock - (before + time.time()) / 2
+            found.clock, found.drift_s = when.timestamp(), driver.offset_s
         for class_id, code in await driver.object_list():
             if class_id in (3, 4):
                 value = await _maybe(driver.get_value(class_id, code, 2))
