@@ -160,7 +160,27 @@ class DlmsConfig(DeviceConfig, MeteringSettings):
         for log_obis in self.event_logs:
             if not re.fullmatch(OBIS_PATTERN, log_obis):
                 raise ValueError(f"event_logs: {log_obis!r} is not an OBIS code A.B.C.D.E.F")
+        load_secrets(self)  # a missing, readable-by-others or malformed one: named here
         return self
+
+
+def load_secrets(c: DlmsConfig) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """(password, encryption key, authentication key) the config's security needs, from
+    their files; ``ValueError`` naming the setting and the file otherwise."""
+    password = ek = ak = None
+    name, path = "", None
+    try:
+        if c.security == "lls" and c.password_file is not None:
+            name, path = "password_file", c.password_file
+            password = read_secret(path).rstrip(b"\r\n")
+        if c.security == "hls-gmac" and c.key_file is not None and c.auth_key_file is not None:
+            name, path = "key_file", c.key_file
+            ek = _key(path)
+            name, path = "auth_key_file", c.auth_key_file
+            ak = _key(path)
+    except OSError as err:
+        raise ValueError(f"{name}: {path}: {err.strerror}") from None
+    return password, ek, ak
 
 
 def _key(path: Path) -> bytes:
@@ -184,15 +204,7 @@ class DlmsDriver:
     ) -> None:
         self._config = c = config
         self._points = {p.key: parse_address(str(p.address)) for p in points}
-        self._password = self._ek = self._ak = None
-        try:
-            if c.password_file is not None and c.security == "lls":
-                self._password = read_secret(c.password_file).rstrip(b"\r\n")
-            if c.security == "hls-gmac":
-                assert c.key_file is not None and c.auth_key_file is not None
-                self._ek, self._ak = _key(c.key_file), _key(c.auth_key_file)
-        except OSError as err:
-            raise ValueError(f"{err.filename}: {err.strerror}") from None
+        self._password, self._ek, self._ak = load_secrets(c)  # read again: it may have changed
         self._title = bytes.fromhex(c.system_title)
         self._ic = 0
         self._transport: Transport

@@ -61,15 +61,20 @@ def dlms_body(port: int, files: dict[str, Path], **extra: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def intervals(got: Any) -> list[dict[str, Any]]:
-    """Every interval received, in arrival order (messages deduplicated by seq)."""
+def blocks(got: Any) -> list[dict[str, Any]]:
+    """Every interval block received and verified, in arrival order, deduplicated by seq."""
     seen: set[int] = set()
     out = []
     for r in got.reports:
         if "MeterIntervalProfile" in r["topic"] and r["valid"] and r["seq"] not in seen:
             seen.add(r["seq"])
-            out += r["payload"]["intervalBlock"]["intervals"]
+            out.append(r["payload"]["intervalBlock"])
     return out
+
+
+def intervals(got: Any) -> list[dict[str, Any]]:
+    """Every interval received, in arrival order."""
+    return [i for block in blocks(got) for i in block["intervals"]]
 
 
 def events(got: Any, kind: str) -> list[dict[str, Any]]:
@@ -143,8 +148,7 @@ async def test_agent_down_six_hours_then_every_missed_interval_once_and_in_order
     assert "powerDown" in by_end[last_end + 5 * PERIOD]["quality"]["flags"]
     assert by_end[last_end + 10 * PERIOD]["status"] & DNV
     assert by_end[last_end + 10 * PERIOD]["quality"]["validity"] == "invalid"
-    blocks = [r["payload"]["intervalBlock"] for r in got.reports if "MeterInterval" in r["topic"]]
-    gaps = [g for b in blocks for g in b["gaps"]]
+    gaps = [g for b in blocks(got) for g in b["gaps"]]
     assert [(last_end + 2 * PERIOD) * 1000, (last_end + 4 * PERIOD) * 1000] in gaps
     (restore,) = [e for e in events(got, "restore") if e["clearedAt"]["seconds"] == up]
     assert restore["durationS"] == pytest.approx(up - down)
@@ -295,12 +299,9 @@ async def test_many_meters_one_failing_delays_no_other_and_its_status_says_so(
 
                 def per_meter() -> dict[str, int]:
                     out: dict[str, int] = {}
-                    for r in got.reports:
-                        if "MeterIntervalProfile" in r["topic"]:
-                            block = r["payload"]["intervalBlock"]
-                            out[block["device"]] = out.get(block["device"], 0) + len(
-                                block["intervals"]
-                            )
+                    for block in blocks(got):
+                        out[block["device"]] = out.get(block["device"], 0) + len(
+                            block["intervals"])  # fmt: skip
                     return out
 
                 await until(lambda: per_meter().get("m1", 0) >= 96

@@ -89,11 +89,13 @@ async def test_discovered_dlms_meter_runs_with_intervals_and_readings(
     assert sum(len(b["intervals"]) for b in blocks) >= 7 * 96  # backfill_days default: 7
 
 
-async def test_a_dlms_meter_that_does_not_answer_is_a_clear_error() -> None:
+@pytest.mark.parametrize("extra", [[], ["--password-file", "/nonexistent"]])
+async def test_a_dlms_meter_that_does_not_answer_is_a_clear_error(extra: list[str]) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "edgetwin.agent", "discover", "dlms", f"127.0.0.1:{free_port()}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
     assert proc.returncode != 0 and out == b""
-    assert b"127.0.0.1" in err and b"Traceback" not in err
+    assert b"Traceback" not in err and len(err.decode().strip().splitlines()) == 1
+    assert (b"/nonexistent: No such file" if extra else b"127.0.0.1") in err

@@ -372,6 +372,8 @@ def cmd_discover_readout(args: argparse.Namespace) -> int:
 
 def cmd_discover_meter(args: argparse.Namespace) -> int:
     """``discover dlms ADDRESS``: associate, read the object list, print it and a section."""
+    from pydantic import ValidationError
+
     from edgetwin.agent.tools.discover_meter import meter_section, survey
     from edgetwin.drivers.dlms import DlmsConfig, DlmsDriver
 
@@ -389,7 +391,11 @@ def cmd_discover_meter(args: argparse.Namespace) -> int:
     for key in ("password_file", "key_file", "auth_key_file"):
         if getattr(args, key):
             device[key] = str(getattr(args, key))
-    config = DlmsConfig(**device, timeout_s=args.timeout)
+    try:
+        config = DlmsConfig(**device, timeout_s=args.timeout)
+    except ValidationError as err:  # a secret file missing or open to others, a bad address
+        raise ConfigError([f"discover dlms: {e['msg'].removeprefix('Value error, ')}"
+                           for e in err.errors()]) from None  # fmt: skip
     found = asyncio.run(survey(DlmsDriver(config, [])))
     print(meter_section(device, found), end="")
     return 0

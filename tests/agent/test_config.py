@@ -159,6 +159,31 @@ BAD = [
         r"mqtt\.max_inflight: Input should be greater than or equal to 1",
         id="inflight",
     ),
+    pytest.param(
+        edit(
+            'driver = "modbus_tcp"',
+            'driver = "dlms"\nsecurity = "none"\nload_profile = "1.0.99.1.0"',
+        ),  # fmt: skip
+        r"devices\[0\]\.load_profile: String should match pattern",
+        id="dlms-obis",
+    ),
+    pytest.param(
+        edit('driver = "modbus_tcp"', 'driver = "dlms"\nsecurity = "hls-gmac"'),
+        r"devices\[0\]: .*hls-gmac' needs key_file and auth_key_file",
+        id="dlms-keys",
+    ),
+    pytest.param(
+        edit(
+            'driver = "modbus_tcp"', 'driver = "dlms"\nsecurity = "lls"\npassword_file = "nowhere"'
+        ),  # fmt: skip
+        r"devices\[0\].*nowhere: No such file",
+        id="dlms-password-file",
+    ),
+    pytest.param(
+        edit("[signing]", "[metering]\npush_port = 70000\n[signing]"),
+        r"metering\.push_port: Input should be less than or equal to 65535",
+        id="push-port",
+    ),
 ]
 
 
