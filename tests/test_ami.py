@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgetwin.agent.tools.broker import Mosquitto, free_port
 from edgetwin.firmware_sim.dlms_meter import (
@@ -393,3 +395,32 @@ async def test_billing_registers_at_the_billing_time_for_a_meter_without_a_billi
     assert first["source"] == "registers" and first["onTime"] and first["lateS"] < 60
     energy = first["registers"][0]
     assert energy["obis"] == "1.0.1.8.0.255" and energy["unit"] == "Wh" and energy["value"] > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(garbage=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=3))
+def test_the_push_listener_takes_any_bytes_and_stays_up(garbage: list[bytes]) -> None:
+    """Anything sent to the push port -- not a wrapper, a wrapper announcing more than it
+    sends, random APDUs -- is dropped or counted; the listener still takes the next push."""
+    from edgetwin.agent.runtime.push import PushListener
+
+    async def run() -> None:
+        listener = PushListener("127.0.0.1", 0, {})
+        await listener.start()
+        try:
+            for chunk in garbage:
+                for data in (chunk, b"\x00\x01\x00\x01\x00\x66" + len(chunk).to_bytes(2, "big")
+                             + chunk):  # fmt: skip
+                    _r, w = await asyncio.open_connection("127.0.0.1", listener.port)
+                    w.write(data)
+                    await w.drain()
+                    w.close()
+            meter = DlmsMeter(0, security="none")
+            before = listener.counters["received"]
+            await meter.push("127.0.0.1", listener.port)
+            await until(lambda: listener.counters["received"] > before, 10, "the next push")
+            assert listener.counters["unknown"] >= 1  # no meter configured: counted
+        finally:
+            await listener.stop()
+
+    asyncio.run(run())

@@ -163,7 +163,7 @@ BAD = [
         edit(
             'driver = "modbus_tcp"',
             'driver = "dlms"\nsecurity = "none"\nload_profile = "1.0.99.1.0"',
-        ),  # fmt: skip
+        ),
         r"devices\[0\]\.load_profile: String should match pattern",
         id="dlms-obis",
     ),
@@ -175,7 +175,7 @@ BAD = [
     pytest.param(
         edit(
             'driver = "modbus_tcp"', 'driver = "dlms"\nsecurity = "lls"\npassword_file = "nowhere"'
-        ),  # fmt: skip
+        ),
         r"devices\[0\].*nowhere: No such file",
         id="dlms-password-file",
     ),

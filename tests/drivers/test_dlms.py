@@ -314,3 +314,19 @@ def test_hdlc_frames_holding_0x7e_are_split_by_their_length(
     while (raw := next_frame(buf)) is not None:
         out.append(decode_frame(raw))
     assert out == frames
+
+
+@given(st.binary(max_size=300))
+def test_any_bytes_on_an_hdlc_line_are_frames_or_dropped_never_a_crash(data: bytes) -> None:
+    """What a serial line brings (noise, half frames, a hostile device): ``next_frame`` ends,
+    gives frames no longer than the line brought, and each one decodes or is an HdlcError."""
+    from edgetwin.drivers.dlms_link import HdlcError, decode_frame, next_frame
+
+    buf = bytearray(data)
+    while (raw := next_frame(buf)) is not None:
+        assert len(raw) < len(data)
+        try:
+            decode_frame(raw)
+        except HdlcError:
+            pass
+    assert len(buf) <= len(data)
